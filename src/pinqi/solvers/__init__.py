@@ -1,0 +1,7 @@
+"""Differentiable optimization layers: CG data consistency and the pixel-wise signal fit."""
+
+from pinqi.solvers.cg import conjugate_gradient
+from pinqi.solvers.convergence import ConvergenceWarning, SolverInfo
+from pinqi.solvers.data_consistency import data_consistency
+
+__all__ = ["ConvergenceWarning", "SolverInfo", "conjugate_gradient", "data_consistency"]

@@ -1,0 +1,48 @@
+"""Box bounds on the parameters as an invertible trigonometric variable transform."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class TrigBounds:
+    """Map unconstrained z to x in the open box (lower, upper): x = c + h sin(z).
+
+    With c = (lower + upper) / 2 and h = (upper - lower) / 2 (Gill, Murray and Wright, the
+    transform of the paper's Sec. 3.2). :meth:`unconstrain` is its inverse on the principal
+    branch z in [-pi/2, pi/2]; points on or outside the box are first moved a relative
+    ``margin`` inside it.
+
+    Parameters
+    ----------
+    bounds
+        ``(lower, upper)`` per parameter, ``P`` pairs, ``lower < upper``.
+    margin
+        Relative distance from the bounds that :meth:`unconstrain` keeps.
+    """
+
+    def __init__(self, bounds: Sequence[tuple[float, float]], margin: float = 1e-6) -> None:
+        if any(not lo < hi for lo, hi in bounds):
+            raise ValueError(f"every bound needs lower < upper, got {list(bounds)}")
+        self.lower = torch.tensor([lo for lo, _ in bounds], dtype=torch.float64)
+        self.upper = torch.tensor([hi for _, hi in bounds], dtype=torch.float64)
+        self.margin = margin
+
+    def _centre_half(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, -1, *(1,) * (like.ndim - 2))
+        lower = self.lower.to(like).reshape(shape)
+        upper = self.upper.to(like).reshape(shape)
+        return (lower + upper) / 2, (upper - lower) / 2
+
+    def constrain(self, z: torch.Tensor) -> torch.Tensor:
+        """Map z ``(batch, P, ...)`` into the box."""
+        centre, half = self._centre_half(z)
+        return centre + half * torch.sin(z)
+
+    def unconstrain(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`constrain` for x ``(batch, P, ...)``, clamped into the box."""
+        centre, half = self._centre_half(x)
+        s = torch.clamp((x - centre) / half, -1 + self.margin, 1 - self.margin)
+        return torch.asin(s)
