@@ -65,9 +65,7 @@ def check_shape(name: str, x: torch.Tensor, expected: Sequence[int | None], layo
     )
     if not ok:
         want = tuple("*" if e is None else e for e in expected)
-        raise ValueError(
-            f"{name} must have shape {layout} = {want}, got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"{name} must have shape {layout} = {want}, got shape {tuple(x.shape)}")
 
 
 def check_broadcastable(name: str, x: torch.Tensor, target: Sequence[int], layout: str) -> None:

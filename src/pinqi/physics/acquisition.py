@@ -54,9 +54,9 @@ class CartesianAcquisition:
     coil_maps
         Complex coil sensitivities ``(batch, n_coils, H, W)``. Not required to be normalized.
     mask
-        Sampling mask of 0/1 values (bool or real), broadcastable to ``(batch, n_tau, H, W)``. A mask that is
-        constant along H (shape ``(..., 1, W)``) marks whole phase-encoding lines along W; then
-        :meth:`gram` needs FFTs along W only.
+        Sampling mask of 0/1 values (bool or real), broadcastable to ``(batch, n_tau, H, W)``.
+        A mask that is constant along H (shape ``(..., 1, W)``) marks whole phase-encoding
+        lines along W; then :meth:`gram` needs FFTs along W only.
 
     Notes
     -----
@@ -119,7 +119,10 @@ class CartesianAcquisition:
     __call__ = forward
 
     def adjoint(self, k: torch.Tensor) -> torch.Tensor:
-        """Apply A^H: k-space ``(batch, n_tau, n_coils, H, W)`` -> images ``(batch, n_tau, H, W)``."""
+        """Apply A^H: k-space ``(batch, n_tau, n_coils, H, W)`` -> images ``(batch, n_tau, H, W)``.
+
+        With a 0/1 mask, A^H applies the mask again (S^H = S = S^2).
+        """
         coil_images = ifft2c(self._coil_mask() * k)
         return (self.coil_maps.conj().unsqueeze(1) * coil_images).sum(2)
 

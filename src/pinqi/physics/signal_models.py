@@ -19,6 +19,12 @@ import torch
 
 from pinqi._checks import check_finite, check_tensor
 
+
+def stack_complex(x: torch.Tensor) -> torch.Tensor:
+    """Real parts, then imaginary parts of ``x`` ``(batch, T, ...)`` along axis 1."""
+    return torch.view_as_real(x).movedim(-1, 1).reshape(x.shape[0], -1, *x.shape[2:])
+
+
 #: Bounds of Sec. 3.2 of the paper: Re M0, Im M0 in (-2, 2) a.u., R1 in (-1, 20) 1/s.
 RELAXATION_BOUNDS: tuple[tuple[float, float], ...] = ((-2.0, 2.0), (-2.0, 2.0), (-1.0, 20.0))
 
@@ -74,27 +80,56 @@ class SignalModel(torch.nn.Module, ABC):
     def hessian(self, p: torch.Tensor) -> torch.Tensor:
         """Return d^2 q_t / dp_k dp_l, complex ``(batch, n_tau, n_params, n_params, *spatial)``."""
 
-    def residual_curvature(self, p: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """Residual-weighted second derivatives Re sum_t conj(r_t) d^2 q_t / dp_k dp_l.
+    def jacobian_vector_product(self, p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """J v = sum_k dq/dp_k v_k for real ``v`` ``(batch, n_params, *spatial)``; complex."""
+        return (self.jacobian(p) * v.unsqueeze(1)).sum(2)
 
-        This is the part of the exact Hessian of ||q(p) - y||^2 / 2 beyond Gauss-Newton.
-        Subclasses may override it with a cheaper closed form.
+    # The solvers treat the complex frames as real vectors of length 2 n_tau (all real parts,
+    # then all imaginary parts). Subclasses may override these with cheaper real forms.
+
+    def stacked_forward(self, p: torch.Tensor) -> torch.Tensor:
+        """q(p) as real ``(batch, 2 n_tau, *spatial)``: real parts, then imaginary parts."""
+        return stack_complex(self.forward(p))
+
+    def normal_terms(
+        self, p: torch.Tensor, residual: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The terms of the gradient and Hessian of ||q(p) - y||^2 / 2 at ``p``.
 
         Parameters
         ----------
         p
             Real parameters ``(batch, n_params, *spatial)``.
         residual
-            Complex residual q(p) - y, ``(batch, n_tau, *spatial)``.
+            Stacked real residual q(p) - y, ``(batch, 2 n_tau, *spatial)``.
 
         Returns
         -------
-        torch.Tensor
-            Real ``(batch, n_params, n_params, *spatial)``.
+        jtr
+            Re(J^H r), ``(batch, n_params, *spatial)``.
+        jtj
+            Re(J^H J), ``(batch, n_params, n_params, *spatial)``.
+        curvature
+            Re sum_t conj(r_t) d^2 q_t / dp_k dp_l, ``(batch, n_params, n_params, *spatial)``:
+            the exact Hessian is jtj + curvature.
         """
-        second = self.hessian(p)
+        jac = stack_complex(self.jacobian(p))
+        jtr = (jac * residual.unsqueeze(2)).sum(1)
+        n_params = jac.shape[2]
+        entries: dict[tuple[int, int], torch.Tensor] = {}
+        for k in range(n_params):
+            for m in range(k + 1):
+                entries[k, m] = (jac[:, :, k] * jac[:, :, m]).sum(1)
+        jtj = torch.stack(
+            [
+                torch.stack([entries[max(k, m), min(k, m)] for m in range(n_params)], dim=1)
+                for k in range(n_params)
+            ],
+            dim=1,
+        )
+        second = stack_complex(self.hessian(p))
         r = residual.reshape(*residual.shape[:2], 1, 1, *residual.shape[2:])
-        return (second.real * r.real + second.imag * r.imag).sum(1)
+        return jtr, jtj, (second * r).sum(1)
 
     def check_parameters(self, name: str, p: object) -> torch.Tensor:
         """Validate a parameter tensor ``(batch, n_params, *spatial)``; return it."""
@@ -198,21 +233,53 @@ class _ComplexM0Recovery(SignalModel):
         ]
         return torch.stack(rows, dim=2)
 
-    def residual_curvature(self, p: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """Closed form of :meth:`SignalModel.residual_curvature` (only R1 entries are non-zero)."""
-        _, r1, tau = self._split(p)
-        _, df, d2f = self._curve(tau, r1)
-        re, im = residual.real, residual.imag
-        c02 = (re * df).sum(1)
-        c12 = (im * df).sum(1)
-        c22 = ((re * p[:, 0:1] + im * p[:, 1:2]) * d2f).sum(1)
-        zero = torch.zeros_like(c02)
-        rows = [
-            torch.stack([zero, zero, c02], dim=1),
-            torch.stack([zero, zero, c12], dim=1),
-            torch.stack([c02, c12, c22], dim=1),
-        ]
-        return torch.stack(rows, dim=1)
+    def jacobian_vector_product(self, p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Closed form of :meth:`SignalModel.jacobian_vector_product`: (v0 + i v1) f + M0 f' v2."""
+        m0, r1, tau = self._split(p)
+        f, df, _ = self._curve(tau, r1)
+        return torch.complex(v[:, 0:1], v[:, 1:2]) * f + m0 * (df * v[:, 2:3])
+
+    def stacked_forward(self, p: torch.Tensor) -> torch.Tensor:
+        """Real form of :meth:`forward`; see :meth:`SignalModel.stacked_forward`."""
+        f, _, _ = self._curve(self._tau_like(p), p[:, 2:3])
+        return torch.cat([p[:, 0:1] * f, p[:, 1:2] * f], dim=1)
+
+    def normal_terms(
+        self, p: torch.Tensor, residual: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Closed form of :meth:`SignalModel.normal_terms` from sums over the delays.
+
+        With J = [f, i f, M0 f'] and d^2q only in the R1 entries, every term is a product of
+        M0 with one of the sums of f^2, f f', f'^2, f r, f' r and f'' r over the delays.
+        """
+        f, df, d2f = self._curve(self._tau_like(p), p[:, 2:3])
+        re, im = torch.chunk(residual, 2, dim=1)
+        a, b = p[:, 0], p[:, 1]
+        ff, fdf, dfdf = (f * f).sum(1), (f * df).sum(1), (df * df).sum(1)
+        dre, dim_ = (df * re).sum(1), (df * im).sum(1)
+        jtr = torch.stack([(f * re).sum(1), (f * im).sum(1), a * dre + b * dim_], dim=1)
+        zero = torch.zeros_like(ff)
+        jtj = _symmetric3(ff, zero, a * fdf, ff, b * fdf, (a * a + b * b) * dfdf)
+        c22 = a * (d2f * re).sum(1) + b * (d2f * im).sum(1)
+        curvature = _symmetric3(zero, zero, dre, zero, dim_, c22)
+        return jtr, jtj, curvature
+
+
+def _symmetric3(
+    c00: torch.Tensor,
+    c01: torch.Tensor,
+    c02: torch.Tensor,
+    c11: torch.Tensor,
+    c12: torch.Tensor,
+    c22: torch.Tensor,
+) -> torch.Tensor:
+    """Symmetric 3x3 matrices from their upper triangle, each ``(batch, *spatial)``."""
+    rows = [
+        torch.stack([c00, c01, c02], dim=1),
+        torch.stack([c01, c11, c12], dim=1),
+        torch.stack([c02, c12, c22], dim=1),
+    ]
+    return torch.stack(rows, dim=1)
 
 
 class SaturationRecovery(_ComplexM0Recovery):
@@ -248,4 +315,3 @@ class InversionRecovery(_ComplexM0Recovery):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         e = torch.exp(-tau * r1)
         return 1 - 2 * e, 2 * tau * e, -2 * tau * tau * e
-

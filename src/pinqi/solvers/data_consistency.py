@@ -167,7 +167,9 @@ def data_consistency(
         )
     batch = acquisition.image_shape[0]
     real = real_dtype_of(kspace.dtype)
-    lams = [check_regularization(f"lambdas[{i}]", lam, batch, real) for i, lam in enumerate(lambdas)]
+    lams = [
+        check_regularization(f"lambdas[{i}]", lam, batch, real) for i, lam in enumerate(lambdas)
+    ]
     ys = [acquisition.check_images(f"priors[{i}]", prior) for i, prior in enumerate(priors)]
     if x0 is not None:
         x0 = acquisition.check_images("x0", x0).detach()

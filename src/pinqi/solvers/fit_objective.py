@@ -13,17 +13,6 @@ import torch
 from pinqi.physics.signal_models import SignalModel
 
 
-def stack_complex(x: torch.Tensor) -> torch.Tensor:
-    """Real parts, then imaginary parts of ``x`` ``(batch, T, ...)`` along axis 1: ``(batch, 2T, ...)``."""
-    return torch.view_as_real(x).movedim(-1, 1).reshape(x.shape[0], -1, *x.shape[2:])
-
-
-def unstack_complex(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`stack_complex`."""
-    re, im = torch.chunk(x, 2, dim=1)
-    return torch.complex(re, im)
-
-
 class FitObjective:
     """F and its derivatives for fixed data ``images``, ``p_reg`` and ``lam``.
 
@@ -32,7 +21,8 @@ class FitObjective:
     model
         The signal model q.
     images
-        Complex ``(batch, n_tau, N)``.
+        Stacked real images ``(batch, 2 n_tau, N)`` (see
+        :func:`~pinqi.physics.signal_models.stack_complex`).
     p_reg
         Real ``(batch, P, N)``.
     lam
@@ -43,44 +33,46 @@ class FitObjective:
         self, model: SignalModel, images: torch.Tensor, p_reg: torch.Tensor, lam: torch.Tensor
     ) -> None:
         self.model = model
-        self.images = stack_complex(images)
+        self.images = images
         self.p_reg = p_reg
         self.lam = lam.reshape(-1, 1, 1)
 
+    def subset(self, index: torch.Tensor) -> FitObjective:
+        """The objective of the pixels ``index`` ``(batch, K)`` only."""
+
+        def take(x: torch.Tensor) -> torch.Tensor:
+            return x.gather(-1, index.unsqueeze(1).expand(-1, x.shape[1], -1))
+
+        return FitObjective(self.model, take(self.images), take(self.p_reg), self.lam[:, 0, 0])
+
     def residual(self, p: torch.Tensor) -> torch.Tensor:
         """Stacked image residual q(p) - y, real ``(batch, 2T, N)``."""
-        return stack_complex(self.model(p)) - self.images
-
-    def jacobian(self, p: torch.Tensor) -> torch.Tensor:
-        """Stacked Jacobian dq/dp, real ``(batch, 2T, P, N)``."""
-        return stack_complex(self.model.jacobian(p))
+        return self.model.stacked_forward(p) - self.images
 
     def value(self, p: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """F per pixel, ``(batch, N)``."""
         r = self.residual(p) if residual is None else residual
         return (r * r).sum(1) + self.lam[:, 0] * ((p - self.p_reg) ** 2).sum(1)
 
-    def gradient(self, p: torch.Tensor, residual: torch.Tensor, jac: torch.Tensor) -> torch.Tensor:
-        """dF/dp = 2 Re(J^H r) + 2 lambda (p - p_reg), ``(batch, P, N)``."""
-        return 2 * (jac * residual.unsqueeze(2)).sum(1) + 2 * self.lam * (p - self.p_reg)
+    def derivatives(
+        self, p: torch.Tensor, residual: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gradient, Gauss-Newton matrix and exact Hessian of F at ``p``.
 
-    def gauss_newton(self, jac: torch.Tensor) -> torch.Tensor:
-        """Gauss-Newton matrix 2 Re(J^H J) + 2 lambda I, ``(batch, P, P, N)``."""
-        batch, _, n_params, n_pixels = jac.shape
-        matrix = jac.new_empty(batch, n_params, n_params, n_pixels)
-        for k in range(n_params):
-            for m in range(k + 1):
-                entry = 2 * (jac[:, :, k] * jac[:, :, m]).sum(1)
-                if k == m:
-                    entry = entry + 2 * self.lam[:, 0]
-                matrix[:, k, m] = entry
-                matrix[:, m, k] = entry
-        return matrix
-
-    def hessian(self, p: torch.Tensor, residual: torch.Tensor, jac: torch.Tensor) -> torch.Tensor:
-        """Exact Hessian: Gauss-Newton matrix + 2 Re(sum_t conj(r_t) d^2q_t/dp^2)."""
-        curvature = self.model.residual_curvature(p, unstack_complex(residual))
-        return self.gauss_newton(jac) + 2 * curvature
+        Returns
+        -------
+        gradient
+            dF/dp = 2 Re(J^H r) + 2 lambda (p - p_reg), ``(batch, P, N)``.
+        gauss_newton
+            2 Re(J^H J) + 2 lambda I, ``(batch, P, P, N)``: positive semi-definite.
+        hessian
+            The exact d^2F/dp^2: Gauss-Newton plus 2 Re(sum_t conj(r_t) d^2q_t/dp^2).
+        """
+        jtr, jtj, curvature = self.model.normal_terms(p, residual)
+        gradient = 2 * jtr + 2 * self.lam * (p - self.p_reg)
+        eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device).reshape(1, p.shape[1], -1, 1)
+        gauss_newton = 2 * jtj + 2 * self.lam.unsqueeze(-1) * eye
+        return gradient, gauss_newton, gauss_newton + 2 * curvature
 
 
 def active_bounds(

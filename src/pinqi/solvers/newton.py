@@ -11,12 +11,69 @@ from pinqi.solvers.small_linalg import cholesky_solve, restrict_to_free
 _MU_START = 1e-3
 _MU_MIN = 1e-9
 _MU_MAX = 1e12
+#: Pixels still running are gathered into smaller arrays once they are fewer than this
+#: fraction of the arrays being iterated (most pixels converge in a few iterations).
+_COMPACT_BELOW = 0.25
 
 
 def _add_diagonal(matrix: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
     """Return ``matrix + diag(diagonal)`` for ``(batch, P, P, N)`` and ``(batch, P, N)``."""
     eye = torch.eye(matrix.shape[1], dtype=matrix.dtype, device=matrix.device)
     return matrix + eye.reshape(1, *eye.shape, 1) * diagonal.unsqueeze(2)
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Gather pixels: ``x`` ``(batch, C, N)``, ``index`` ``(batch, K)`` -> ``(batch, C, K)``."""
+    return x.gather(-1, index.unsqueeze(1).expand(-1, x.shape[1], -1))
+
+
+def _iterate(
+    objective: FitObjective,
+    p: torch.Tensor,
+    mu: torch.Tensor,
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    *,
+    max_iter: int,
+    tol: float,
+) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+    """Run damped Newton iterations until done, ``max_iter``, or few pixels keep running.
+
+    Returns the updated ``p`` and ``mu``, the iterations made and the bool ``(batch, N)`` mask
+    of pixels still running.
+    """
+    eps = torch.finfo(p.dtype).eps
+    residual = objective.residual(p)
+    value = objective.value(p, residual)
+    grad, gauss_newton, hessian = objective.derivatives(p, residual)
+    scale = (objective.images**2).sum(1) + value
+    size = value.numel()
+    iterations = 0
+    while True:
+        running = (projected_gradient_norm(p, grad, lower, upper) > tol) & (mu < _MU_MAX)
+        n_running = int(running.sum())
+        if n_running == 0 or iterations == max_iter or n_running < _COMPACT_BELOW * size:
+            return p, mu, iterations, running
+        iterations += 1
+        fixed = active_bounds(p, grad, lower, upper)
+        damping = mu.unsqueeze(1) * (torch.diagonal(gauss_newton, dim1=1, dim2=2).mT + eps)
+        step, newton_ok = cholesky_solve(
+            *restrict_to_free(_add_diagonal(hessian, damping), -grad, fixed)
+        )
+        if not bool(newton_ok.all()):
+            fallback, _ = cholesky_solve(
+                *restrict_to_free(_add_diagonal(gauss_newton, damping), -grad, fixed)
+            )
+            step = torch.where(newton_ok.unsqueeze(1), step, fallback)
+        trial = torch.clamp(p + step, lower, upper)
+        trial_residual = objective.residual(trial)
+        trial_value = objective.value(trial, trial_residual)
+        accept = running & (trial_value <= value + 16 * eps * scale)
+        p = torch.where(accept.unsqueeze(1), trial, p)
+        residual = torch.where(accept.unsqueeze(1), trial_residual, residual)
+        value = torch.where(accept, trial_value, value)
+        mu = torch.where(accept, torch.clamp(mu / 3, min=_MU_MIN), torch.where(running, mu * 8, mu))
+        grad, gauss_newton, hessian = objective.derivatives(p, residual)
 
 
 def newton_solve(
@@ -35,8 +92,10 @@ def newton_solve(
     gradient, K the exact Hessian where it is positive definite (quadratic convergence near the
     minimum) and the Gauss-Newton matrix 2 Re(J^H J) + 2 lambda I elsewhere, and D the diagonal
     of the Gauss-Newton matrix (Levenberg-Marquardt). The step is projected onto the box and
-    accepted where it does not increase F (up to rounding); mu shrinks after an accepted step
-    and grows after a rejected one, per pixel.
+    accepted where it does not increase F (up to a few rounding errors of F's scale); mu shrinks
+    after an accepted step and grows after a rejected one, per pixel. Once most pixels have
+    converged, the remaining ones are gathered into smaller arrays, so late iterations cost
+    little.
 
     Parameters
     ----------
@@ -58,40 +117,28 @@ def newton_solve(
     info
         Iterations, worst projected gradient norm per batch element, convergence flags.
     """
-    eps = torch.finfo(p0.dtype).eps
     p = torch.clamp(p0, lower, upper)
-    residual = objective.residual(p)
-    value = objective.value(p, residual)
-    jac = objective.jacobian(p)
-    grad = objective.gradient(p, residual, jac)
-    scale = (objective.images**2).sum(1) + value
-    mu = torch.full_like(value, _MU_START)
-    iterations = 0
-    for iterations in range(1, max_iter + 1):
-        pg_norm = projected_gradient_norm(p, grad, lower, upper)
-        running = (pg_norm > tol) & (mu < _MU_MAX)
-        if not bool(running.any()):
-            iterations -= 1
-            break
-        fixed = active_bounds(p, grad, lower, upper)
-        gauss_newton = objective.gauss_newton(jac)
-        damping = mu.unsqueeze(1) * (torch.diagonal(gauss_newton, dim1=1, dim2=2).mT + eps)
-        hessian = _add_diagonal(objective.hessian(p, residual, jac), damping)
-        step, newton_ok = cholesky_solve(*restrict_to_free(hessian, -grad, fixed))
-        fallback, _ = cholesky_solve(
-            *restrict_to_free(_add_diagonal(gauss_newton, damping), -grad, fixed)
+    mu = torch.full_like(p[:, 0], _MU_START)
+    p, mu, iterations, running = _iterate(
+        objective, p, mu, lower, upper, max_iter=max_iter, tol=tol
+    )
+    while bool(running.any()) and iterations < max_iter:
+        n_keep = int(running.sum(1).max())
+        index = torch.argsort((~running).to(torch.uint8), dim=1, stable=True)[:, :n_keep]
+        sub_p, sub_mu, sub_iterations, sub_running = _iterate(
+            objective.subset(index),
+            _take(p, index),
+            _take(mu.unsqueeze(1), index)[:, 0],
+            lower,
+            upper,
+            max_iter=max_iter - iterations,
+            tol=tol,
         )
-        step = torch.where(newton_ok.unsqueeze(1), step, fallback)
-        trial = torch.clamp(p + step, lower, upper)
-        trial_residual = objective.residual(trial)
-        trial_value = objective.value(trial, trial_residual)
-        accept = running & (trial_value <= value + 16 * eps * scale)
-        p = torch.where(accept.unsqueeze(1), trial, p)
-        residual = torch.where(accept.unsqueeze(1), trial_residual, residual)
-        value = torch.where(accept, trial_value, value)
-        mu = torch.where(accept, torch.clamp(mu / 3, min=_MU_MIN), mu * 8)
-        jac = objective.jacobian(p)
-        grad = objective.gradient(p, residual, jac)
+        p = p.scatter(-1, index.unsqueeze(1).expand_as(sub_p), sub_p)
+        mu = mu.scatter(-1, index, sub_mu)
+        running = torch.zeros_like(running).scatter(-1, index, sub_running)
+        iterations += sub_iterations
+    grad, _, _ = objective.derivatives(p, objective.residual(p))
     pg_norm = projected_gradient_norm(p, grad, lower, upper)
     converged_pixel = pg_norm <= tol
     info = SolverInfo(

@@ -9,11 +9,11 @@ from typing import Any, Literal
 import torch
 
 from pinqi._checks import check_complex, check_regularization
-from pinqi.physics.signal_models import SignalModel
+from pinqi.physics.signal_models import SignalModel, stack_complex
 from pinqi.solvers.bounds import TrigBounds
 from pinqi.solvers.cg import conjugate_gradient
 from pinqi.solvers.convergence import ConvergenceWarning, SolverInfo, warn_if_not_converged
-from pinqi.solvers.fit_objective import FitObjective, unstack_complex
+from pinqi.solvers.fit_objective import FitObjective
 from pinqi.solvers.lbfgs import lbfgs_solve
 from pinqi.solvers.newton import newton_solve
 from pinqi.solvers.small_linalg import cholesky_solve, restrict_to_free
@@ -66,7 +66,9 @@ class _SignalFit(torch.autograd.Function):
         p0: torch.Tensor,
     ) -> tuple[torch.Tensor, SolverInfo]:
         model = settings.model
-        objective = FitObjective(model, images.detach(), p_reg.detach(), lam.detach())
+        objective = FitObjective(
+            model, stack_complex(images.detach()), p_reg.detach(), lam.detach()
+        )
         if settings.solver == "newton":
             lower, upper = _bound_tensors(model, p0)
             p, info = newton_solve(
@@ -94,7 +96,11 @@ class _SignalFit(torch.autograd.Function):
         else:
             grads = _hessian_vector_backward(settings, images, p_reg, lam, p, grad_p)
         needs = ctx.needs_input_grad
-        return (None, *(g if need else None for g, need in zip(grads, needs[1:4], strict=True)), None)
+        return (
+            None,
+            *(g if need else None for g, need in zip(grads, needs[1:4], strict=True)),
+            None,
+        )
 
 
 def _bound_tensors(model: SignalModel, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,10 +111,10 @@ def _bound_tensors(model: SignalModel, like: torch.Tensor) -> tuple[torch.Tensor
 
 
 def _cross_gradients(
-    jac: torch.Tensor, p: torch.Tensor, p_reg: torch.Tensor, lam: torch.Tensor, w: torch.Tensor
+    model: SignalModel, p: torch.Tensor, p_reg: torch.Tensor, lam: torch.Tensor, w: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dL/dy, dL/dp_reg and dL/dlam from w = H^-1 dL/dp* (see :class:`_SignalFit`)."""
-    grad_images = unstack_complex(2 * (jac * w.unsqueeze(1)).sum(2))
+    grad_images = 2 * model.jacobian_vector_product(p, w)
     grad_p_reg = 2 * lam.reshape(-1, 1, 1) * w
     grad_lam = -2 * ((p - p_reg) * w).sum((1, 2))
     return grad_images, grad_p_reg, grad_lam
@@ -123,12 +129,10 @@ def _exact_backward(
     grad_p: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Implicit backward with the exact per-pixel Hessian (no CG)."""
-    objective = FitObjective(model, images, p_reg, lam)
-    residual = objective.residual(p)
-    jac = objective.jacobian(p)
+    objective = FitObjective(model, stack_complex(images), p_reg, lam)
+    _, gauss_newton, hessian = objective.derivatives(p, objective.residual(p))
     lower, upper = _bound_tensors(model, p)
     on_bound = (p <= lower) | (p >= upper)
-    hessian = objective.hessian(p, residual, jac)
     w, positive = cholesky_solve(*restrict_to_free(hessian, grad_p, on_bound))
     if not bool(positive.all()):
         n_bad = int((~positive).sum())
@@ -138,7 +142,6 @@ def _exact_backward(
             ConvergenceWarning,
             stacklevel=3,
         )
-        gauss_newton = objective.gauss_newton(jac)
         n_params = gauss_newton.shape[1]
         trace = torch.diagonal(gauss_newton, dim1=1, dim2=2).sum(-1)
         damping = torch.finfo(p.dtype).eps ** 0.5 * (1 + trace / n_params)
@@ -146,7 +149,7 @@ def _exact_backward(
         damped = gauss_newton + eye * damping.reshape(damping.shape[0], 1, 1, -1)
         fallback, _ = cholesky_solve(*restrict_to_free(damped, grad_p, on_bound))
         w = torch.where(positive.unsqueeze(1), w, fallback)
-    return _cross_gradients(jac, p, p_reg, lam, w)
+    return _cross_gradients(model, p, p_reg, lam, w)
 
 
 def _hessian_vector_backward(
@@ -160,7 +163,9 @@ def _hessian_vector_backward(
     """Implicit backward by CG on autograd Hessian-vector products (the paper's Fig. 3)."""
     with torch.enable_grad():
         x = p.detach().requires_grad_(True)
-        objective = FitObjective(settings.model, images.detach(), p_reg.detach(), lam.detach())
+        objective = FitObjective(
+            settings.model, stack_complex(images.detach()), p_reg.detach(), lam.detach()
+        )
         total = objective.value(x).sum()
         (grad_x,) = torch.autograd.grad(total, x, create_graph=True)
 
@@ -172,7 +177,7 @@ def _hessian_vector_backward(
             hessian_vector, grad_p, max_iter=settings.backward_max_iter, tol=settings.backward_tol
         )
     warn_if_not_converged(info, "signal_fit backward CG", "batch element", stacklevel=4)
-    return _cross_gradients(objective.jacobian(p), p, p_reg, lam, w)
+    return _cross_gradients(settings.model, p, p_reg, lam, w)
 
 
 def signal_fit(

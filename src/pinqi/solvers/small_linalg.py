@@ -11,9 +11,7 @@ from __future__ import annotations
 import torch
 
 
-def cholesky_solve(
-    matrix: torch.Tensor, rhs: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def cholesky_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Solve ``matrix @ x = rhs`` per pixel for symmetric positive definite matrices.
 
     Parameters
