@@ -16,7 +16,7 @@ def birdcage_maps(
     *,
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
-    radius: float = 1.3,
+    radius: float = 1.6,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
@@ -42,7 +42,8 @@ def birdcage_maps(
     generator
         Source of the random orientation when ``rotation`` is None.
     radius
-        Radius of the coil circle relative to half the field of view (> 1: outside the image).
+        Radius of the coil circle relative to half the field of view; > sqrt(2), so that the
+        coils lie outside the square field of view, corners included.
     dtype
         Real dtype; the maps have the matching complex dtype.
     device
@@ -57,8 +58,10 @@ def birdcage_maps(
         raise ValueError(f"n_coils must be a positive integer, got {n_coils!r}")
     if len(shape) != 2 or any(not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"shape must be (H, W) with positive integers, got {shape!r}")
-    if not radius > 1:
-        raise ValueError(f"radius must be > 1 (coils outside the field of view), got {radius}")
+    if not radius > math.sqrt(2):
+        raise ValueError(
+            f"radius must be > sqrt(2) (coils outside the field of view), got {radius}"
+        )
     if rotation is None:
         n = 1 if batch_size is None else batch_size
         angle = 2 * math.pi * torch.rand(n, generator=generator, dtype=torch.float64)

@@ -51,7 +51,8 @@ def lbfgs_solve(
     info
         Iterations, worst per-pixel gradient norm per batch element, convergence flags.
     """
-    z = bounds.unconstrain(p0).detach().clone().requires_grad_(True)
+    z = bounds.unconstrain(p0).detach().clone(memory_format=torch.contiguous_format)
+    z.requires_grad_(True)
 
     def closure() -> torch.Tensor:
         z.grad = None

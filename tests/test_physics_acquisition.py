@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from pinqi.physics import CartesianAcquisition, fft2c, ifft2c
+
+from conftest import small_acquisition
+
+
+def random_complex(*shape, dtype=torch.complex128, seed=0):
+    return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dot_test(dtype):
+    coils, mask = small_acquisition(dtype=dtype)
+    op = CartesianAcquisition(coils, mask)
+    cdtype = coils.dtype
+    x = random_complex(*op.image_shape, dtype=cdtype, seed=1)
+    k = random_complex(*op.kspace_shape, dtype=cdtype, seed=2)
+    lhs = torch.vdot(op.forward(x).flatten(), k.flatten())
+    rhs = torch.vdot(x.flatten(), op.adjoint(k).flatten())
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    assert abs(lhs - rhs) <= tol * abs(lhs)
+
+
+def test_autograd_vjp_equals_adjoint():
+    coils, mask = small_acquisition()
+    op = CartesianAcquisition(coils, mask)
+    x = random_complex(*op.image_shape, seed=3).requires_grad_()
+    v = random_complex(*op.kspace_shape, seed=4)
+    (vjp,) = torch.autograd.grad(op.forward(x), x, v)
+    torch.testing.assert_close(vjp, op.adjoint(v))
+
+
+@pytest.mark.parametrize("full_mask", [False, True])
+def test_gram_equals_adjoint_of_forward(full_mask):
+    coils, mask = small_acquisition()
+    if full_mask:
+        mask = mask.expand(-1, -1, 8, -1) & (torch.rand(2, 3, 8, 8) > 0.3)
+    op = CartesianAcquisition(coils, mask)
+    assert op.lines_along_w != full_mask
+    x = random_complex(*op.image_shape, seed=5)
+    torch.testing.assert_close(op.gram(x), op.adjoint(op.forward(x)))
+
+
+def test_fully_sampled_normalized_coils_is_isometry():
+    coils, _ = small_acquisition()
+    op = CartesianAcquisition(coils, torch.ones(2, 3, 1, 8, dtype=torch.bool))
+    x = random_complex(*op.image_shape, seed=6)
+    torch.testing.assert_close(op.gram(x), x)
+
+
+def test_centered_fft_is_unitary_and_centered():
+    x = torch.zeros(1, 1, 8, 8, dtype=torch.complex128)
+    x[..., :, :] = 1
+    k = fft2c(x)
+    assert abs(k[0, 0, 4, 4]) == pytest.approx(8.0)
+    torch.testing.assert_close(ifft2c(k), x)
+
+
+def test_forward_zero_outside_mask():
+    coils, mask = small_acquisition()
+    op = CartesianAcquisition(coils, mask)
+    k = op.forward(random_complex(*op.image_shape, seed=7))
+    unsampled = ~mask.expand(-1, -1, 8, -1).unsqueeze(2).expand_as(k)
+    assert torch.all(k[unsampled] == 0)
+
+
+def test_errors_name_the_problem():
+    coils, mask = small_acquisition()
+    with pytest.raises(ValueError, match="coil_maps must be complex"):
+        CartesianAcquisition(coils.real, mask)
+    with pytest.raises(ValueError, match="coil_maps"):
+        CartesianAcquisition(coils[0], mask)
+    with pytest.raises(ValueError, match="zero everywhere"):
+        CartesianAcquisition(torch.zeros_like(coils), mask)
+    with pytest.raises(ValueError, match="NaN"):
+        CartesianAcquisition(coils * float("nan"), mask)
+    with pytest.raises(ValueError, match="all-zero mask"):
+        CartesianAcquisition(coils, torch.zeros_like(mask))
+    with pytest.raises(ValueError, match="broadcastable"):
+        CartesianAcquisition(coils, mask[..., :5])
+    with pytest.raises(ValueError, match=r"0 .*1"):
+        CartesianAcquisition(coils, mask * 0.5)
+    op = CartesianAcquisition(coils, mask)
+    with pytest.raises(ValueError, match=r"kspace has shape .* \(batch, n_tau, n_coils, H, W\)"):
+        op.check_kspace("kspace", torch.zeros(2, 3, 4, 8, 7, dtype=torch.complex128))
