@@ -1,0 +1,5 @@
+"""``python -m pinqi`` runs the command line."""
+
+from pinqi.cli import main
+
+main()
