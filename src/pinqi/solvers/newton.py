@@ -31,16 +31,19 @@ def _iterate(
     objective: FitObjective,
     p: torch.Tensor,
     mu: torch.Tensor,
+    stalled: torch.Tensor,
     lower: torch.Tensor,
     upper: torch.Tensor,
     *,
     max_iter: int,
     tol: float,
-) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Run damped Newton iterations until done, ``max_iter``, or few pixels keep running.
 
-    Returns the updated ``p`` and ``mu``, the iterations made and the bool ``(batch, N)`` mask
-    of pixels still running.
+    ``mu`` ``(batch, N)`` is the damping per pixel; ``stalled`` ``(batch, N)`` marks pixels
+    whose undamped Newton step has fallen below rounding (converged to working precision).
+    Returns the updated ``p``, ``mu`` and ``stalled``, the projected gradient norm per pixel
+    ``(batch, N)`` and the iterations made.
     """
     eps = torch.finfo(p.dtype).eps
     residual = objective.residual(p)
@@ -50,10 +53,12 @@ def _iterate(
     size = value.numel()
     iterations = 0
     while True:
-        running = (projected_gradient_norm(p, grad, lower, upper) > tol) & (mu < _MU_MAX)
+        pg_norm = projected_gradient_norm(p, grad, lower, upper)
+        running = (pg_norm > tol) & (mu < _MU_MAX) & ~stalled
         n_running = int(running.sum())
-        if n_running == 0 or iterations == max_iter or n_running < _COMPACT_BELOW * size:
-            return p, mu, iterations, running
+        few = iterations > 0 and n_running < _COMPACT_BELOW * size
+        if n_running == 0 or iterations == max_iter or few:
+            return p, mu, stalled, pg_norm, iterations
         iterations += 1
         fixed = active_bounds(p, grad, lower, upper)
         damping = mu.unsqueeze(1) * (torch.diagonal(gauss_newton, dim1=1, dim2=2).mT + eps)
@@ -65,6 +70,8 @@ def _iterate(
                 *restrict_to_free(_add_diagonal(gauss_newton, damping), -grad, fixed)
             )
             step = torch.where(newton_ok.unsqueeze(1), step, fallback)
+        negligible = (step.abs() <= 8 * eps * (p.abs() + 1)).all(1)
+        stalled = stalled | (running & newton_ok & (mu <= _MU_START) & negligible)
         trial = torch.clamp(p + step, lower, upper)
         trial_residual = objective.residual(trial)
         trial_value = objective.value(trial, trial_residual)
@@ -108,7 +115,9 @@ def newton_solve(
     max_iter
         Maximum number of iterations.
     tol
-        A pixel has converged when the norm of its projected gradient is <= tol.
+        A pixel has converged when the norm of its projected gradient is <= tol, or when its
+        undamped Newton step is below rounding (converged to working precision: in float32
+        the gradient cannot always get below ~1e-6).
 
     Returns
     -------
@@ -119,16 +128,21 @@ def newton_solve(
     """
     p = torch.clamp(p0, lower, upper)
     mu = torch.full_like(p[:, 0], _MU_START)
-    p, mu, iterations, running = _iterate(
-        objective, p, mu, lower, upper, max_iter=max_iter, tol=tol
+    stalled = torch.zeros_like(mu, dtype=torch.bool)
+    p, mu, stalled, pg_norm, iterations = _iterate(
+        objective, p, mu, stalled, lower, upper, max_iter=max_iter, tol=tol
     )
-    while bool(running.any()) and iterations < max_iter:
+    while iterations < max_iter:
+        running = (pg_norm > tol) & (mu < _MU_MAX) & ~stalled
+        if not bool(running.any()):
+            break
         n_keep = int(running.sum(1).max())
         index = torch.argsort((~running).to(torch.uint8), dim=1, stable=True)[:, :n_keep]
-        sub_p, sub_mu, sub_iterations, sub_running = _iterate(
+        sub_p, sub_mu, sub_stalled, sub_pg_norm, sub_iterations = _iterate(
             objective.subset(index),
             _take(p, index),
             _take(mu.unsqueeze(1), index)[:, 0],
+            _take(stalled.unsqueeze(1), index)[:, 0],
             lower,
             upper,
             max_iter=max_iter - iterations,
@@ -136,11 +150,10 @@ def newton_solve(
         )
         p = p.scatter(-1, index.unsqueeze(1).expand_as(sub_p), sub_p)
         mu = mu.scatter(-1, index, sub_mu)
-        running = torch.zeros_like(running).scatter(-1, index, sub_running)
+        stalled = stalled.scatter(-1, index, sub_stalled)
+        pg_norm = pg_norm.scatter(-1, index, sub_pg_norm)
         iterations += sub_iterations
-    grad, _, _ = objective.derivatives(p, objective.residual(p))
-    pg_norm = projected_gradient_norm(p, grad, lower, upper)
-    converged_pixel = pg_norm <= tol
+    converged_pixel = (pg_norm <= tol) | stalled
     info = SolverInfo(
         iterations=iterations,
         residual=pg_norm.amax(1),

@@ -25,7 +25,7 @@ _DEFAULT_MAX_ITER = {"newton": 50, "lbfgs": 500}
 
 def default_tolerance(dtype: torch.dtype) -> float:
     """Default per-pixel gradient tolerance of the signal fit for a real ``dtype``."""
-    return 1e-9 if dtype == torch.float64 else 1e-5
+    return 1e-9 if dtype == torch.float64 else 1e-6
 
 
 @dataclass(frozen=True)
@@ -222,8 +222,9 @@ def signal_fit(
     max_iter
         Iteration limit; default 50 for newton, 500 for lbfgs.
     tol
-        Per-pixel tolerance on the norm of the projected gradient dF/dp; default 1e-5 for
-        float32 and 1e-9 for float64.
+        Per-pixel tolerance on the norm of the projected gradient dF/dp; default 1e-6 for
+        float32 and 1e-9 for float64. ``newton`` also stops a pixel whose Newton step has
+        fallen below rounding.
     backward_max_iter, backward_tol
         CG settings of the lbfgs backward (relative residual; default 1e-6 for float32,
         1e-12 for float64).
