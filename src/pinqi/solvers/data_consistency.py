@@ -38,6 +38,12 @@ def _normal_system(
     return operator, rhs
 
 
+def _real_inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Re <a, b> per batch element ``(batch,)``, accumulated in double precision."""
+    wide = torch.complex128
+    return (a.to(wide).conj() * b.to(wide)).flatten(1).sum(1).real.to(a.real.dtype)
+
+
 class _ImplicitDataConsistency(torch.autograd.Function):
     """Solve (A^H A + sum_i l_i I) y = A^H k + sum_i l_i y_i; implicit backward.
 
@@ -95,7 +101,7 @@ class _ImplicitDataConsistency(torch.autograd.Function):
                 ifft2c(residual) * g.conj().unsqueeze(2) + ifft2c(a_g) * y.conj().unsqueeze(2)
             ).sum(1)
         grad_lambdas = [
-            (g.conj() * (prior - y)).flatten(1).sum(1).real if needs[7 + i] else None
+            _real_inner(g, prior - y) if needs[7 + i] else None
             for i, prior in enumerate(priors)
         ]
         grad_priors = [

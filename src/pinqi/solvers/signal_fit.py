@@ -116,7 +116,8 @@ def _cross_gradients(
     """dL/dy, dL/dp_reg and dL/dlam from w = H^-1 dL/dp* (see :class:`_SignalFit`)."""
     grad_images = 2 * model.jacobian_vector_product(p, w)
     grad_p_reg = 2 * lam.reshape(-1, 1, 1) * w
-    grad_lam = -2 * ((p - p_reg) * w).sum((1, 2))
+    # summed in float64: a float32 sum over many pixels loses the gradient's last digits
+    grad_lam = -2 * ((p - p_reg) * w).sum((1, 2), dtype=torch.float64).to(p.dtype)
     return grad_images, grad_p_reg, grad_lam
 
 
