@@ -217,7 +217,7 @@ def main() -> None:
     parser.add_argument(
         "--lambdas",
         type=float,
-        nargs="+",
+        nargs="*",
         default=[3.0, 0.01],
         help="signal-fit regularization strengths to benchmark",
     )

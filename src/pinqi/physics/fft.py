@@ -17,15 +17,3 @@ def ifft2c(k: torch.Tensor) -> torch.Tensor:
     dims = (-2, -1)
     k = torch.fft.ifftshift(k, dim=dims)
     return torch.fft.fftshift(torch.fft.ifft2(k, dim=dims, norm="ortho"), dim=dims)
-
-
-def fft1c(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Centered orthonormal 1D FFT along ``dim``."""
-    x = torch.fft.ifftshift(x, dim=dim)
-    return torch.fft.fftshift(torch.fft.fft(x, dim=dim, norm="ortho"), dim=dim)
-
-
-def ifft1c(k: torch.Tensor, dim: int) -> torch.Tensor:
-    """Inverse (and adjoint) of :func:`fft1c`."""
-    k = torch.fft.ifftshift(k, dim=dim)
-    return torch.fft.fftshift(torch.fft.ifft(k, dim=dim, norm="ortho"), dim=dim)

@@ -9,7 +9,6 @@ import torch
 
 from pinqi._checks import check_regularization, real_dtype_of
 from pinqi.physics.acquisition import CartesianAcquisition
-from pinqi.physics.fft import ifft2c
 from pinqi.solvers.cg import conjugate_gradient
 from pinqi.solvers.convergence import SolverInfo, warn_if_not_converged
 
@@ -91,18 +90,10 @@ class _ImplicitDataConsistency(torch.autograd.Function):
         g, info = conjugate_gradient(operator, grad_y, max_iter=ctx.max_iter, tol=ctx.tol)
         warn_if_not_converged(info, "data_consistency backward CG", "batch element")
         needs = ctx.needs_input_grad
-        grad_k = grad_c = None
-        if needs[5] or needs[6]:
-            a_g = acquisition.forward(g)
-            grad_k = a_g if needs[5] else None
-        if needs[6]:
-            residual = acquisition.forward(y) - acquisition.mask.unsqueeze(2) * kspace
-            grad_c = -(
-                ifft2c(residual) * g.conj().unsqueeze(2) + ifft2c(a_g) * y.conj().unsqueeze(2)
-            ).sum(1)
+        grad_k = acquisition.forward(g) if needs[5] else None
+        grad_c = acquisition.coil_map_gradient(y, g, kspace) if needs[6] else None
         grad_lambdas = [
-            _real_inner(g, prior - y) if needs[7 + i] else None
-            for i, prior in enumerate(priors)
+            _real_inner(g, prior - y) if needs[7 + i] else None for i, prior in enumerate(priors)
         ]
         grad_priors = [
             _per_sample(lam, 4) * g if needs[7 + n + i] else None for i, lam in enumerate(lambdas)
