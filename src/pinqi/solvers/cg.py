@@ -15,7 +15,7 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return prod.flatten(1).sum(1).real
 
 
-def _per_sample(scalar: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_sample(scalar: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Reshape a ``(batch,)`` scalar to broadcast against ``like``."""
     return scalar.reshape(-1, *(1,) * (like.ndim - 1))
 
@@ -76,11 +76,11 @@ def conjugate_gradient(
         ap = operator(p)
         pap = _dot(p, ap)
         alpha = torch.where(active & (pap > 0), rs / torch.where(pap > 0, pap, 1), 0)
-        x = x + _per_sample(alpha, x) * p
-        r = r - _per_sample(alpha, r) * ap
+        x = x + per_sample(alpha, x) * p
+        r = r - per_sample(alpha, r) * ap
         rs_new = _dot(r, r)
         beta = torch.where(active, rs_new / torch.where(rs > 0, rs, 1), 0)
-        p = r + _per_sample(beta, p) * p
+        p = r + per_sample(beta, p) * p
         rs = torch.where(active, rs_new, rs)
         active = active & (torch.sqrt(rs) > threshold)
     residual = torch.sqrt(rs.detach()) / torch.where(rhs_norm > 0, rhs_norm, 1).detach()

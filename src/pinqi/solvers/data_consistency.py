@@ -2,39 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from pinqi._checks import check_regularization, real_dtype_of
 from pinqi.physics.acquisition import CartesianAcquisition
-from pinqi.solvers.cg import conjugate_gradient
+from pinqi.solvers.cg import conjugate_gradient, per_sample
 from pinqi.solvers.convergence import SolverInfo, warn_if_not_converged
 
 
-def _per_sample(scalar: torch.Tensor, ndim: int) -> torch.Tensor:
-    return scalar.reshape(-1, *(1,) * (ndim - 1))
-
-
-def _normal_system(
-    acquisition: CartesianAcquisition,
-    kspace: torch.Tensor,
-    lambdas: Sequence[torch.Tensor],
-    priors: Sequence[torch.Tensor],
-) -> tuple[Any, torch.Tensor]:
-    """Return the operator H = A^H A + sum_i lambda_i I and b = A^H k + sum_i lambda_i y_i."""
-    rhs = acquisition.adjoint(kspace)
-    total = torch.zeros_like(rhs.real[:, 0, 0, 0])
-    for lam, prior in zip(lambdas, priors, strict=True):
-        rhs = rhs + _per_sample(lam, 4) * prior
-        total = total + lam
-    total = _per_sample(total, 4)
+def _normal_operator(
+    acquisition: CartesianAcquisition, lambdas: Sequence[torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The Hermitian operator H = A^H A + (sum_i lambda_i) I of the normal equations."""
+    total = per_sample(sum(lambdas, torch.zeros(())), acquisition.coil_maps)
 
     def operator(y: torch.Tensor) -> torch.Tensor:
         return acquisition.gram(y) + total * y
 
-    return operator, rhs
+    return operator
+
+
+def _normal_rhs(
+    acquisition: CartesianAcquisition,
+    kspace: torch.Tensor,
+    lambdas: Sequence[torch.Tensor],
+    priors: Sequence[torch.Tensor],
+) -> torch.Tensor:
+    """The right-hand side b = A^H k + sum_i lambda_i y_i of the normal equations."""
+    rhs = acquisition.adjoint(kspace)
+    for lam, prior in zip(lambdas, priors, strict=True):
+        rhs = rhs + per_sample(lam, prior) * prior
+    return rhs
 
 
 def _real_inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -73,7 +74,8 @@ class _ImplicitDataConsistency(torch.autograd.Function):
     ) -> tuple[torch.Tensor, SolverInfo]:
         lambdas, priors = lambdas_and_priors[:n], lambdas_and_priors[n:]
         acquisition = CartesianAcquisition(coil_maps, mask)
-        operator, rhs = _normal_system(acquisition, kspace, lambdas, priors)
+        operator = _normal_operator(acquisition, lambdas)
+        rhs = _normal_rhs(acquisition, kspace, lambdas, priors)
         y, info = conjugate_gradient(operator, rhs, x0, max_iter=max_iter, tol=tol)
         ctx.save_for_backward(kspace, coil_maps, mask, y, *lambdas_and_priors)
         ctx.n, ctx.max_iter, ctx.tol = n, max_iter, tol
@@ -86,7 +88,7 @@ class _ImplicitDataConsistency(torch.autograd.Function):
         n = ctx.n
         lambdas, priors = lambdas_and_priors[:n], lambdas_and_priors[n:]
         acquisition = CartesianAcquisition(coil_maps, mask)
-        operator, _ = _normal_system(acquisition, torch.zeros_like(kspace), lambdas, priors)
+        operator = _normal_operator(acquisition, lambdas)
         g, info = conjugate_gradient(operator, grad_y, max_iter=ctx.max_iter, tol=ctx.tol)
         warn_if_not_converged(info, "data_consistency backward CG", "batch element")
         needs = ctx.needs_input_grad
@@ -96,7 +98,7 @@ class _ImplicitDataConsistency(torch.autograd.Function):
             _real_inner(g, prior - y) if needs[7 + i] else None for i, prior in enumerate(priors)
         ]
         grad_priors = [
-            _per_sample(lam, 4) * g if needs[7 + n + i] else None for i, lam in enumerate(lambdas)
+            per_sample(lam, g) * g if needs[7 + n + i] else None for i, lam in enumerate(lambdas)
         ]
         return (None, None, None, None, None, grad_k, grad_c, *grad_lambdas, *grad_priors)
 
@@ -180,7 +182,8 @@ def data_consistency(
             len(lams), max_iter, tol, acquisition.mask, x0, kspace, coil_maps, *lams, *ys
         )
     else:
-        operator, rhs = _normal_system(acquisition, kspace, lams, ys)
+        operator = _normal_operator(acquisition, lams)
+        rhs = _normal_rhs(acquisition, kspace, lams, ys)
         y, info = conjugate_gradient(operator, rhs, x0, max_iter=max_iter, tol=tol)
     warn_if_not_converged(info, "data_consistency CG", "batch element")
     return (y, info) if return_info else y

@@ -73,8 +73,10 @@ def lbfgs_solve(
                 tolerance_change=0,
                 line_search_fn="strong_wolfe",
             )
-            loss = float(optimizer.step(closure))
+            optimizer.step(closure)
             iterations += int(optimizer.state[z].get("n_iter", 0))
+            with torch.no_grad():
+                loss = float(objective.value(bounds.constrain(z)).sum(dtype=torch.float64))
             if not loss < best or float(z.grad.abs().max()) <= tol:
                 break
             best = loss
