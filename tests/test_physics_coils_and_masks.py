@@ -42,10 +42,17 @@ def test_birdcage_per_sample_rotation():
 
 
 @pytest.mark.parametrize(
-    ("args", "kwargs"), [((0, (8, 8)), {}), ((4, (8,)), {}), ((4, (8, 8)), {"radius": 1.2})]
+    ("args", "kwargs", "message"),
+    [
+        ((0, (8, 8)), {"rotation": 0.0}, "n_coils"),
+        ((4, (8,)), {"rotation": 0.0}, "shape"),
+        ((4, (8, 8)), {"radius": 1.2, "rotation": 0.0}, "radius"),
+        ((4, (8, 8)), {}, "generator"),
+        ((4, (8, 8)), {"rotation": float("nan")}, "finite"),
+    ],
 )
-def test_birdcage_bad_input(args, kwargs):
-    with pytest.raises(ValueError):
+def test_birdcage_bad_input(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
         birdcage_maps(*args, **kwargs)
 
 
@@ -83,6 +90,6 @@ def test_mask_seeded(generator):
     "kwargs",
     [{"acceleration": 0.5}, {"n_center": 100}, {"n_center": -1}],
 )
-def test_mask_bad_input(kwargs):
+def test_mask_bad_input(kwargs, generator):
     with pytest.raises(ValueError):
-        variable_density_mask(1, 1, 64, **kwargs)
+        variable_density_mask(1, 1, 64, generator=generator, **kwargs)

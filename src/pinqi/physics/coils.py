@@ -40,7 +40,7 @@ def birdcage_maps(
     batch_size
         Number of maps to return when ``rotation`` is None or a float (default 1).
     generator
-        Source of the random orientation when ``rotation`` is None.
+        Seeded generator of the random orientation; required when ``rotation`` is None.
     radius
         Radius of the coil circle relative to half the field of view; > sqrt(2), so that the
         coils lie outside the square field of view, corners included.
@@ -63,6 +63,8 @@ def birdcage_maps(
             f"radius must be > sqrt(2) (coils outside the field of view), got {radius}"
         )
     if rotation is None:
+        if generator is None:
+            raise ValueError("birdcage_maps needs a rotation or a seeded generator to draw one")
         n = 1 if batch_size is None else batch_size
         angle = 2 * math.pi * torch.rand(n, generator=generator, dtype=torch.float64)
     else:

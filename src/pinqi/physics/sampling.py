@@ -13,7 +13,7 @@ def variable_density_mask(
     acceleration: float = 8.0,
     n_center: int | None = None,
     decay: float = 2.5,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """1D variable-density Cartesian undersampling of whole phase-encoding lines.
@@ -37,7 +37,8 @@ def variable_density_mask(
     decay
         Width parameter of the Gaussian sampling density (larger: more central lines).
     generator
-        Seeded generator; all randomness comes from it.
+        Seeded CPU generator (required); all randomness comes from it, so the same seed gives
+        the same masks on every machine.
     device
         Device of the result.
 
