@@ -34,6 +34,18 @@ class SolverInfo:
     converged: torch.Tensor
     not_converged: int
 
+    @classmethod
+    def from_pixels(
+        cls, iterations: int, residual: torch.Tensor, converged: torch.Tensor
+    ) -> SolverInfo:
+        """Summarise per-pixel ``residual`` and ``converged`` ``(batch, N)`` per batch element."""
+        return cls(
+            iterations=iterations,
+            residual=residual.amax(1),
+            converged=converged.all(1),
+            not_converged=int((~converged).sum()),
+        )
+
 
 def warn_if_not_converged(info: SolverInfo, what: str, unit: str, stacklevel: int = 3) -> None:
     """Emit a :class:`ConvergenceWarning` naming ``what`` if some ``unit`` did not converge."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from pinqi.physics.signal_models import SignalModel
+from pinqi.solvers.small_linalg import add_diagonal
 
 
 class FitObjective:
@@ -70,8 +71,7 @@ class FitObjective:
         """
         jtr, jtj, curvature = self.model.normal_terms(p, residual)
         gradient = 2 * jtr + 2 * self.lam * (p - self.p_reg)
-        eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device).reshape(1, p.shape[1], -1, 1)
-        gauss_newton = 2 * jtj + 2 * self.lam.unsqueeze(-1) * eye
+        gauss_newton = add_diagonal(2 * jtj, (2 * self.lam).expand_as(p))
         return gradient, gauss_newton, gauss_newton + 2 * curvature
 
 

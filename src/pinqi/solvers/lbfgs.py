@@ -85,11 +85,4 @@ def lbfgs_solve(
     lower = bounds.lower.to(p).reshape(1, -1, 1)
     upper = bounds.upper.to(p).reshape(1, -1, 1)
     pg_norm = projected_gradient_norm(p, grad, lower, upper)
-    converged_pixel = pg_norm <= tol
-    info = SolverInfo(
-        iterations=iterations,
-        residual=pg_norm.amax(1),
-        converged=converged_pixel.all(1),
-        not_converged=int((~converged_pixel).sum()),
-    )
-    return p, info
+    return p, SolverInfo.from_pixels(iterations, pg_norm, pg_norm <= tol)

@@ -6,7 +6,7 @@ import torch
 
 from pinqi.solvers.convergence import SolverInfo
 from pinqi.solvers.fit_objective import FitObjective, active_bounds, projected_gradient_norm
-from pinqi.solvers.small_linalg import cholesky_solve, restrict_to_free
+from pinqi.solvers.small_linalg import add_diagonal, cholesky_solve, restrict_to_free
 
 _MU_START = 1e-3
 _MU_MIN = 1e-9
@@ -14,12 +14,6 @@ _MU_MAX = 1e12
 #: Pixels still running are gathered into smaller arrays once they are fewer than this
 #: fraction of the arrays being iterated (most pixels converge in a few iterations).
 _COMPACT_BELOW = 0.25
-
-
-def _add_diagonal(matrix: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
-    """Return ``matrix + diag(diagonal)`` for ``(batch, P, P, N)`` and ``(batch, P, N)``."""
-    eye = torch.eye(matrix.shape[1], dtype=matrix.dtype, device=matrix.device)
-    return matrix + eye.reshape(1, *eye.shape, 1) * diagonal.unsqueeze(2)
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -63,11 +57,11 @@ def _iterate(
         fixed = active_bounds(p, grad, lower, upper)
         damping = mu.unsqueeze(1) * (torch.diagonal(gauss_newton, dim1=1, dim2=2).mT + eps)
         step, newton_ok = cholesky_solve(
-            *restrict_to_free(_add_diagonal(hessian, damping), -grad, fixed)
+            *restrict_to_free(add_diagonal(hessian, damping), -grad, fixed)
         )
         if not bool(newton_ok.all()):
             fallback, _ = cholesky_solve(
-                *restrict_to_free(_add_diagonal(gauss_newton, damping), -grad, fixed)
+                *restrict_to_free(add_diagonal(gauss_newton, damping), -grad, fixed)
             )
             step = torch.where(newton_ok.unsqueeze(1), step, fallback)
         negligible = (step.abs() <= 8 * eps * (p.abs() + 1)).all(1)
@@ -153,11 +147,4 @@ def newton_solve(
         stalled = stalled.scatter(-1, index, sub_stalled)
         pg_norm = pg_norm.scatter(-1, index, sub_pg_norm)
         iterations += sub_iterations
-    converged_pixel = (pg_norm <= tol) | stalled
-    info = SolverInfo(
-        iterations=iterations,
-        residual=pg_norm.amax(1),
-        converged=converged_pixel.all(1),
-        not_converged=int((~converged_pixel).sum()),
-    )
-    return p, info
+    return p, SolverInfo.from_pixels(iterations, pg_norm, (pg_norm <= tol) | stalled)

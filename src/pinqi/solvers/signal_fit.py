@@ -16,7 +16,7 @@ from pinqi.solvers.convergence import ConvergenceWarning, SolverInfo, warn_if_no
 from pinqi.solvers.fit_objective import FitObjective
 from pinqi.solvers.lbfgs import lbfgs_solve
 from pinqi.solvers.newton import newton_solve
-from pinqi.solvers.small_linalg import cholesky_solve, restrict_to_free
+from pinqi.solvers.small_linalg import add_diagonal, cholesky_solve, restrict_to_free
 
 Solver = Literal["newton", "lbfgs"]
 
@@ -143,11 +143,9 @@ def _exact_backward(
             ConvergenceWarning,
             stacklevel=3,
         )
-        n_params = gauss_newton.shape[1]
-        trace = torch.diagonal(gauss_newton, dim1=1, dim2=2).sum(-1)
-        damping = torch.finfo(p.dtype).eps ** 0.5 * (1 + trace / n_params)
-        eye = torch.eye(n_params, dtype=p.dtype, device=p.device).reshape(1, n_params, n_params, 1)
-        damped = gauss_newton + eye * damping.reshape(damping.shape[0], 1, 1, -1)
+        diagonal = torch.diagonal(gauss_newton, dim1=1, dim2=2).mT
+        damping = torch.finfo(p.dtype).eps ** 0.5 * (1 + diagonal.mean(1, keepdim=True))
+        damped = add_diagonal(gauss_newton, damping.expand_as(diagonal))
         fallback, _ = cholesky_solve(*restrict_to_free(damped, grad_p, on_bound))
         w = torch.where(positive.unsqueeze(1), w, fallback)
     return _cross_gradients(model, p, p_reg, lam, w)

@@ -81,3 +81,9 @@ def restrict_to_free(
     eye = torch.eye(matrix.shape[1], dtype=matrix.dtype, device=matrix.device)
     eye = eye.reshape(1, *eye.shape, 1)
     return torch.where(pair, matrix, eye * fixed.unsqueeze(2)), torch.where(free, rhs, 0)
+
+
+def add_diagonal(matrix: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
+    """Return ``matrix + diag(diagonal)`` for ``(batch, P, P, N)`` and ``(batch, P, N)``."""
+    eye = torch.eye(matrix.shape[1], dtype=matrix.dtype, device=matrix.device)
+    return matrix + eye.reshape(1, *eye.shape, 1) * diagonal.unsqueeze(2)
