@@ -14,6 +14,11 @@ from pinqi.physics.signal_models import SignalModel
 from pinqi.solvers.small_linalg import add_diagonal
 
 
+def take_pixels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Gather pixels: ``x`` ``(batch, C, N)``, ``index`` ``(batch, K)`` -> ``(batch, C, K)``."""
+    return x.gather(-1, index.unsqueeze(1).expand(-1, x.shape[1], -1))
+
+
 class FitObjective:
     """F and its derivatives for fixed data ``images``, ``p_reg`` and ``lam``.
 
@@ -40,11 +45,12 @@ class FitObjective:
 
     def subset(self, index: torch.Tensor) -> FitObjective:
         """The objective of the pixels ``index`` ``(batch, K)`` only."""
-
-        def take(x: torch.Tensor) -> torch.Tensor:
-            return x.gather(-1, index.unsqueeze(1).expand(-1, x.shape[1], -1))
-
-        return FitObjective(self.model, take(self.images), take(self.p_reg), self.lam[:, 0, 0])
+        return FitObjective(
+            self.model,
+            take_pixels(self.images, index),
+            take_pixels(self.p_reg, index),
+            self.lam[:, 0, 0],
+        )
 
     def residual(self, p: torch.Tensor) -> torch.Tensor:
         """Stacked image residual q(p) - y, real ``(batch, 2T, N)``."""

@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 
 from pinqi.solvers.convergence import SolverInfo
-from pinqi.solvers.fit_objective import FitObjective, active_bounds, projected_gradient_norm
+from pinqi.solvers.fit_objective import (
+    FitObjective,
+    active_bounds,
+    projected_gradient_norm,
+    take_pixels,
+)
 from pinqi.solvers.small_linalg import add_diagonal, cholesky_solve, restrict_to_free
 
 _MU_START = 1e-3
@@ -14,11 +19,6 @@ _MU_MAX = 1e12
 #: Pixels still running are gathered into smaller arrays once they are fewer than this
 #: fraction of the arrays being iterated (most pixels converge in a few iterations).
 _COMPACT_BELOW = 0.25
-
-
-def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Gather pixels: ``x`` ``(batch, C, N)``, ``index`` ``(batch, K)`` -> ``(batch, C, K)``."""
-    return x.gather(-1, index.unsqueeze(1).expand(-1, x.shape[1], -1))
 
 
 def _iterate(
@@ -134,9 +134,9 @@ def newton_solve(
         index = torch.argsort((~running).to(torch.uint8), dim=1, stable=True)[:, :n_keep]
         sub_p, sub_mu, sub_stalled, sub_pg_norm, sub_iterations = _iterate(
             objective.subset(index),
-            _take(p, index),
-            _take(mu.unsqueeze(1), index)[:, 0],
-            _take(stalled.unsqueeze(1), index)[:, 0],
+            take_pixels(p, index),
+            take_pixels(mu.unsqueeze(1), index)[:, 0],
+            take_pixels(stalled.unsqueeze(1), index)[:, 0],
             lower,
             upper,
             max_iter=max_iter - iterations,
