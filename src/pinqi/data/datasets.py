@@ -1,0 +1,249 @@
+"""Simulated data sets: on-the-fly training samples and fixed HDF5 validation/test sets.
+
+Reproducibility: sample ``i`` of a split is generated from its own ``torch.Generator`` seeded
+by ``(seed, split, epoch, i)`` through NumPy's ``SeedSequence``. It is therefore the same on
+every machine, in every run and with any number of DataLoader workers. A training set
+generates fresh samples every epoch (call :meth:`SimulatedDataset.set_epoch`); the validation
+and test sets are written once to HDF5 (:func:`write_h5`) and read back with :class:`H5Dataset`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from pinqi import __version__
+from pinqi.data.brainweb import BrainWebSubject, one_hot, split_subjects
+from pinqi.data.geometry import SliceTransform, resample_fractions
+from pinqi.data.phantom import PHANTOM_SPACING, phantom_labels
+from pinqi.data.simulation import ORIENTATION_AXES, SimulationConfig, simulate
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+def sample_generator(seed: int, split: str, epoch: int, index: int) -> torch.Generator:
+    """The generator of sample ``index`` of ``split`` in ``epoch`` for a data set ``seed``."""
+    if split not in SPLIT_CODES:
+        raise ValueError(f"split must be one of {sorted(SPLIT_CODES)}, got {split!r}")
+    if min(seed, epoch, index) < 0:
+        raise ValueError(f"seed, epoch and index must be >= 0, got {seed}, {epoch}, {index}")
+    entropy = [seed, SPLIT_CODES[split], epoch, index]
+    state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) >> 1)
+
+
+class BuiltinAnatomy:
+    """Slices of the procedural phantom (:func:`~pinqi.data.phantom.phantom_labels`)."""
+
+    def draw(self, generator: torch.Generator) -> tuple[torch.Tensor, tuple[float, float], dict]:
+        """Fractions ``(12, Y, X)``, their pixel spacing in mm and the slice's origin."""
+        labels = phantom_labels(generator)
+        return (
+            torch.from_numpy(one_hot(labels)),
+            (PHANTOM_SPACING,) * 2,
+            {"subject": -1, "slice": -1},
+        )
+
+
+class BrainWebAnatomy:
+    """Slices of the BrainWeb subjects of one split; subjects are loaded on first use.
+
+    Parameters
+    ----------
+    folder
+        Folder of BrainWeb files.
+    split
+        ``"train"``, ``"val"`` or ``"test"`` (:data:`~pinqi.data.brainweb.SPLITS`).
+    orientation, min_brain_fraction
+        Slice selection, see :class:`~pinqi.data.simulation.SimulationConfig`.
+    """
+
+    def __init__(
+        self, folder: str | Path, split: str, orientation: str, min_brain_fraction: float
+    ) -> None:
+        self.folder = Path(folder)
+        self.subjects = split_subjects(self.folder, split)
+        self.axis = ORIENTATION_AXES[orientation]
+        self.min_brain_fraction = min_brain_fraction
+        self._loaded: dict[str, BrainWebSubject] = {}
+
+    def _subject(self, subject: str) -> BrainWebSubject:
+        if subject not in self._loaded:
+            self._loaded[subject] = BrainWebSubject(
+                self.folder, subject, self.axis, self.min_brain_fraction
+            )
+        return self._loaded[subject]
+
+    def draw(self, generator: torch.Generator) -> tuple[torch.Tensor, tuple[float, float], dict]:
+        """A random slice of a random subject: fractions, spacing in mm and its origin."""
+        pick = int(torch.randint(len(self.subjects), (), generator=generator))
+        subject = self._subject(self.subjects[pick])
+        index = int(torch.randint(len(subject), (), generator=generator))
+        origin = {"subject": int(subject.subject), "slice": int(subject.slices[index])}
+        return subject.fractions(index), subject.spacing, origin
+
+
+class SimulatedDataset(torch.utils.data.Dataset):
+    """Samples simulated on the fly from BrainWeb or the built-in phantom.
+
+    Each item is a dict with ``kspace`` complex64 ``(n_tau, n_coils, H, W)``, ``mask`` bool
+    ``(n_tau, 1, W)``, ``coil_maps`` complex64 ``(n_coils, H, W)``, ``params`` float32
+    ``(3, H, W)`` = [Re M0, Im M0, R1 in 1/s], ``brain_mask`` bool ``(H, W)``, ``tau`` float32
+    ``(n_tau,)`` in s, ``noise_sigma`` ``()`` and the anatomy's ``subject`` and ``slice``
+    (-1 for the phantom). The training split is geometrically augmented; validation and test
+    are not.
+
+    Parameters
+    ----------
+    config
+        What to simulate.
+    split
+        ``"train"``, ``"val"`` or ``"test"``: selects the BrainWeb subjects and the seeds.
+    n_samples
+        Length of the data set (samples per epoch for training).
+    seed
+        Data set seed.
+    epoch
+        Epoch; training sets get fresh samples with :meth:`set_epoch`.
+    """
+
+    def __init__(
+        self, config: SimulationConfig, split: str, n_samples: int, seed: int = 0, epoch: int = 0
+    ) -> None:
+        if split not in SPLIT_CODES:
+            raise ValueError(f"split must be one of {sorted(SPLIT_CODES)}, got {split!r}")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        self.config, self.split, self.n_samples = config, split, n_samples
+        self.seed, self.epoch = seed, epoch
+        if config.anatomy == "brainweb":
+            self.anatomy: BuiltinAnatomy | BrainWebAnatomy = BrainWebAnatomy(
+                config.brainweb_dir, split, config.orientation, config.min_brain_fraction
+            )
+        else:
+            self.anatomy = BuiltinAnatomy()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the samples of ``epoch`` from now on."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.n_samples:
+            raise IndexError(f"index {index} out of range for {self.n_samples} samples")
+        config = self.config
+        generator = sample_generator(self.seed, self.split, self.epoch, index)
+        fractions, spacing, origin = self.anatomy.draw(generator)
+        transform = SliceTransform()
+        if self.split == "train":
+            transform = SliceTransform.random(
+                generator,
+                config.max_rotation_deg,
+                config.scale_range,
+                config.max_shift_mm,
+                config.flips,
+            )
+        fractions = resample_fractions(fractions, spacing, config.size, config.fov_mm, transform)
+        sample = simulate(fractions, config, generator)
+        sample["subject"] = torch.tensor(origin["subject"])
+        sample["slice"] = torch.tensor(origin["slice"])
+        return sample
+
+
+#: HDF5 datasets written per sample, with their dtypes in the file.
+_H5_FIELDS = {
+    "kspace": np.complex64,
+    "mask": np.bool_,
+    "coil_maps": np.complex64,
+    "params": np.float32,
+    "brain_mask": np.bool_,
+    "noise_sigma": np.float32,
+    "subject": np.int16,
+    "slice": np.int16,
+}
+
+
+def write_h5(path: str | Path, dataset: SimulatedDataset, progress: bool = True) -> Path:
+    """Write every sample of ``dataset`` to an HDF5 file.
+
+    Datasets: ``kspace (n, n_tau, n_coils, H, W)``, ``mask (n, n_tau, 1, W)``,
+    ``coil_maps (n, n_coils, H, W)``, ``params (n, 3, H, W)``, ``brain_mask (n, H, W)``,
+    ``noise_sigma (n,)``, ``subject (n,)``, ``slice (n,)`` and ``tau (n_tau,)``; attributes
+    ``config`` (JSON), ``seed``, ``split``, ``epoch``, ``pinqi_version`` and ``conventions``.
+    Samples are compressed (LZF) one per chunk.
+    """
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = len(dataset)
+    with h5py.File(path, "w") as f:
+        for i in tqdm(range(n), desc=f"simulating {path.name}", disable=not progress):
+            sample = dataset[i]
+            if i == 0:
+                for name, dtype in _H5_FIELDS.items():
+                    shape = tuple(sample[name].shape)
+                    f.create_dataset(
+                        name,
+                        shape=(n, *shape),
+                        dtype=dtype,
+                        chunks=(1, *shape) if shape else None,
+                        compression="lzf" if shape else None,
+                    )
+                f.create_dataset("tau", data=sample["tau"].numpy())
+            for name in _H5_FIELDS:
+                f[name][i] = sample[name].numpy()
+        f.attrs.update(
+            config=dataset.config.to_json(),
+            seed=dataset.seed,
+            split=dataset.split,
+            epoch=dataset.epoch,
+            pinqi_version=__version__,
+            conventions=json.dumps(
+                {
+                    "params": "[Re M0, Im M0, R1] with R1 = 1/T1 in 1/s",
+                    "tau": "saturation times in s",
+                    "mask": "1 = sampled phase-encoding line along W; k-space centre at W//2",
+                    "noise_sigma": "std of the real and of the imaginary part per k-space sample",
+                }
+            ),
+        )
+    return path
+
+
+class H5Dataset(torch.utils.data.Dataset):
+    """Samples of an HDF5 file written by :func:`write_h5` (same keys as the simulation).
+
+    The file is opened lazily in each process, so the data set works with DataLoader workers.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"HDF5 data set not found: {self.path}")
+        with h5py.File(self.path, "r") as f:
+            missing = [k for k in (*_H5_FIELDS, "tau") if k not in f]
+            if missing:
+                raise KeyError(f"{self.path} lacks the datasets {missing}")
+            self.n_samples = f["kspace"].shape[0]
+            self.tau = torch.from_numpy(f["tau"][()])
+            self.config = SimulationConfig.from_json(f.attrs["config"])
+        self._file: h5py.File | None = None
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        sample = {
+            name: torch.from_numpy(np.asarray(self._file[name][index])) for name in _H5_FIELDS
+        }
+        sample["tau"] = self.tau
+        return sample
