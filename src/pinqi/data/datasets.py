@@ -78,6 +78,11 @@ class BrainWebAnatomy:
             )
         return self._loaded[subject]
 
+    def preload(self) -> None:
+        """Load every subject now (before DataLoader workers fork, they then share it)."""
+        for subject in self.subjects:
+            self._subject(subject)
+
     def draw(self, generator: torch.Generator) -> tuple[torch.Tensor, tuple[float, float], dict]:
         """A random slice of a random subject: fractions, spacing in mm and its origin."""
         pick = int(torch.randint(len(self.subjects), (), generator=generator))
@@ -126,6 +131,11 @@ class SimulatedDataset(torch.utils.data.Dataset):
             )
         else:
             self.anatomy = BuiltinAnatomy()
+
+    def preload(self) -> None:
+        """Load all anatomy now (BrainWeb subjects are otherwise loaded on first use)."""
+        if isinstance(self.anatomy, BrainWebAnatomy):
+            self.anatomy.preload()
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the samples of ``epoch`` from now on."""
