@@ -35,6 +35,35 @@ def _simulate(args: argparse.Namespace) -> None:
     print(f"wrote {args.n_samples} {args.split} samples to {path} and a sample figure to {figure}")
 
 
+def _train(args: argparse.Namespace) -> None:
+    from pinqi.training.config import ExperimentConfig
+    from pinqi.training.run import train
+
+    config = ExperimentConfig.from_yaml(args.config)
+    if args.max_steps is not None:
+        values = config.to_dict()
+        values["optim"]["max_steps"] = args.max_steps
+        config = ExperimentConfig.from_dict(values)
+    last = train(config, args.out, resume=args.resume)
+    print(f"training finished; last checkpoint: {last}")
+
+
+def _info(args: argparse.Namespace) -> None:
+    from pinqi.training.config import ExperimentConfig
+    from pinqi.training.module import build_model
+
+    config = ExperimentConfig.from_yaml(args.config)
+    model = build_model(config)
+    paper = {"image_net": 597_323, "parameter_net": 2_235_308}
+    print(f"PINQI ({config.name}): T = {config.model.iterations} iterations")
+    for name in ("image_net", "parameter_net"):
+        module = getattr(model, name)
+        count = sum(p.numel() for p in module.parameters()) if module is not None else 0
+        print(f"  {name:14s} {count:>10,d} learnable weights (paper, full width: {paper[name]:,d})")
+    strengths = sum(p.numel() for n, p in model.named_parameters() if n.startswith("raw_lambda"))
+    print(f"  {'strengths':14s} {strengths:>10,d} (lambda_y, lambda_q, lambda_p per iteration)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per task."""
     parser = argparse.ArgumentParser(
@@ -86,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--figure", type=Path, help="sample figure (default: OUT with .png)")
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
     simulate.set_defaults(run=_simulate)
+
+    train = commands.add_parser(
+        "train",
+        help="train PINQI on simulated data from a YAML preset (configs/)",
+        description="Train PINQI end to end (Lightning): checkpoints and CSV logs in --out. "
+        "Multi-GPU/multi-node: set optim.devices/num_nodes/strategy (e.g. ddp) in the YAML.",
+    )
+    train.add_argument("--config", type=Path, required=True, help="YAML preset")
+    train.add_argument("--out", type=Path, default=Path("runs/pinqi"), help="run folder")
+    train.add_argument("--resume", help="checkpoint to resume from, or 'auto' (last.ckpt)")
+    train.add_argument("--max-steps", type=int, help="override optim.max_steps")
+    train.set_defaults(run=_train)
+
+    info = commands.add_parser("info", help="print the model's subnetworks and parameter counts")
+    info.add_argument("--config", type=Path, required=True, help="YAML preset")
+    info.set_defaults(run=_info)
     return parser
 
 

@@ -1,0 +1,63 @@
+"""Loading trained PINQI models from Lightning checkpoints or exported model files."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from pinqi.nets.pinqi import PINQI
+from pinqi.training.config import ExperimentConfig
+
+#: The model shipped with the package (trained with ``configs/cpu.yaml``).
+DEFAULT_MODEL = "default"
+
+
+def default_model_path() -> Path:
+    """Path of the shipped model file."""
+    return Path(str(resources.files("pinqi") / "weights" / "pinqi-cpu.pt"))
+
+
+def load_model(checkpoint: str | Path, map_location: str = "cpu") -> tuple[PINQI, ExperimentConfig]:
+    """A PINQI network in eval mode and its configuration.
+
+    Parameters
+    ----------
+    checkpoint
+        A Lightning checkpoint (``.ckpt``) written by ``pinqi train``, a model file written by
+        :func:`export_model`, or ``"default"`` for the shipped model.
+    map_location
+        Device to load onto.
+    """
+    from pinqi.training.module import build_model
+
+    path = default_model_path() if str(checkpoint) == DEFAULT_MODEL else Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = torch.load(path, map_location=map_location, weights_only=False)
+    if "hyper_parameters" in state:  # Lightning checkpoint
+        config = ExperimentConfig.from_dict(state["hyper_parameters"]["config"])
+        weights = {
+            k.removeprefix("model."): v
+            for k, v in state["state_dict"].items()
+            if k.startswith("model.")
+        }
+    elif "config" in state and "state_dict" in state:
+        config = ExperimentConfig.from_dict(state["config"])
+        weights = state["state_dict"]
+    else:
+        raise ValueError(f"{path} is neither a pinqi Lightning checkpoint nor an exported model")
+    model = build_model(config)
+    model.load_state_dict(weights)
+    return model.eval(), config
+
+
+def export_model(checkpoint: str | Path, out: str | Path, card: dict) -> Path:
+    """Write a compact model file (configuration, weights, model card) from a checkpoint."""
+    model, config = load_model(checkpoint)
+    out = Path(out)
+    torch.save({"config": config.to_dict(), "state_dict": model.state_dict(), "card": card}, out)
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return out

@@ -1,0 +1,105 @@
+"""Experiment configuration: one dataclass, overridable from YAML presets in ``configs/``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from pinqi.data.simulation import SimulationConfig
+from pinqi.nets.pinqi import PINQIConfig
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation and run settings (paper Sec. 3.2).
+
+    Attributes
+    ----------
+    batch_size, max_epochs, samples_per_epoch, max_steps
+        The run length; it stops at whichever of max_epochs and max_steps comes first.
+    val_samples
+        Size of the fixed validation set (simulated from the validation subjects).
+    lr_networks, lr_lambdas, weight_decay, warmup_steps, min_lr_factor
+        AdamW with linear warm-up, then cosine decay to ``min_lr_factor`` x lr.
+    pretrain_epochs
+        Epochs of P_theta pretraining on interpolations between zero-filled and true images.
+    deep_supervision
+        Loss weight of every earlier iterate.
+    outside_weight
+        Loss weight of pixels outside the brain mask (inside: 1).
+    checkpoint_every_n_steps
+        Checkpoint interval (``last.ckpt`` is always kept).
+    num_workers, accelerator, devices, num_nodes, strategy, precision
+        Passed to the DataLoader and to Lightning's Trainer.
+    """
+
+    batch_size: int = 16
+    max_epochs: int = 80
+    samples_per_epoch: int = 2000
+    max_steps: int = -1
+    val_samples: int = 32
+    lr_networks: float = 4e-3
+    lr_lambdas: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 1500
+    min_lr_factor: float = 0.025
+    pretrain_epochs: int = 1
+    deep_supervision: float = 0.05
+    outside_weight: float = 0.01
+    checkpoint_every_n_steps: int = 200
+    num_workers: int = 4
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines a training run."""
+
+    name: str = "pinqi"
+    seed: int = 0
+    data: SimulationConfig = field(default_factory=SimulationConfig)
+    model: PINQIConfig = field(default_factory=PINQIConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict:
+        """Plain dict (YAML/JSON-serialisable)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ExperimentConfig:
+        """Build from a (possibly partial) nested dict; unknown keys raise."""
+        values = dict(values)
+        sections = {"data": SimulationConfig, "model": PINQIConfig, "optim": OptimConfig}
+        for name, section in sections.items():
+            values[name] = _build(section, values.get(name, {}), name)
+        return _build(cls, values, "config")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ExperimentConfig:
+        """Read a YAML preset."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+
+    def to_yaml(self, path: str | Path) -> None:
+        """Write the complete configuration as YAML."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _build(cls: type, values: dict | object, where: str) -> object:
+    """``cls(**values)`` with tuples restored and unknown keys reported."""
+    if not isinstance(values, dict):
+        return values
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown keys in {where}: {unknown}; known: {sorted(known)}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**converted)

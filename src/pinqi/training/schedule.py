@@ -1,0 +1,17 @@
+"""Learning-rate schedule: linear warm-up, then cosine decay (paper Sec. 3.2)."""
+
+from __future__ import annotations
+
+import math
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_factor: float) -> float:
+    """Factor on the base learning rate at ``step``.
+
+    Rises linearly from ``min_factor`` to 1 over ``warmup_steps``, then follows a cosine down
+    to ``min_factor`` at ``total_steps``.
+    """
+    if step < warmup_steps:
+        return min_factor + (1 - min_factor) * step / max(1, warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
