@@ -73,3 +73,101 @@ def plot_sample(sample: dict[str, torch.Tensor], path: str | Path, n_frames: int
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def plot_maps(
+    path: str | Path,
+    truth: torch.Tensor,
+    mask: torch.Tensor,
+    predictions: dict[str, torch.Tensor],
+) -> Path:
+    """|M0| and T1 of each method with error maps, like the paper's Fig. 4.
+
+    Parameters
+    ----------
+    truth
+        ``(3, H, W)`` true parameters.
+    mask
+        ``(H, W)`` brain mask (errors shown inside it).
+    predictions
+        Method name -> ``(3, H, W)``.
+    """
+    from pinqi.evaluation.metrics import t1_from_r1
+
+    plt = _pyplot()
+    columns = {"ground truth": truth, **predictions}
+    fig, axes = plt.subplots(4, len(columns), figsize=(3.2 * len(columns), 12.4), squeeze=False)
+    true_m0 = torch.complex(truth[0], truth[1]).abs()
+    true_t1 = t1_from_r1(truth[2])
+    inside = mask.float()
+    for col, (name, p) in enumerate(columns.items()):
+        m0, t1 = torch.complex(p[0], p[1]).abs(), t1_from_r1(p[2])
+        panels = [
+            (f"{name}\n|M0|", m0 * (true_m0 > 0), "gray", (0, 1.1)),
+            ("|M0| error", (m0 - true_m0) * inside, "coolwarm", (-0.2, 0.2)),
+            ("T1 [s]", t1 * inside, "magma", (0, 4)),
+            ("T1 error [s]", (t1 - true_t1) * inside, "coolwarm", (-0.5, 0.5)),
+        ]
+        for row, (title, image, cmap, limits) in enumerate(panels):
+            ax = axes[row, col]
+            ax.axis("off")
+            if name == "ground truth" and "error" in title:
+                continue
+            shown = ax.imshow(image.numpy(), cmap=cmap, clim=limits)
+            ax.set_title(title, fontsize=9)
+            fig.colorbar(shown, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_distributions(path: str | Path, rows: list[dict]) -> Path:
+    """Per-sample T1 nRMSE and MAE of every method with their means, like the paper's Fig. 5."""
+    plt = _pyplot()
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.5 * len(methods), 4))
+    for ax, (key, label) in zip(
+        axes, (("t1_nrmse", "T1 nRMSE"), ("t1_mae", "T1 MAE [s]")), strict=True
+    ):
+        values = [[r[key] for r in rows if r["method"] == m] for m in methods]
+        ax.boxplot(values, showfliers=False)
+        for i, v in enumerate(values, start=1):
+            jitter = torch.linspace(-0.15, 0.15, len(v)).tolist() if len(v) > 1 else [0.0]
+            ax.scatter([i + j for j in jitter], v, s=10, alpha=0.6)
+            mean = sum(v) / len(v)
+            ax.annotate(
+                f"{mean:.3f}", (i, mean), textcoords="offset points", xytext=(12, 0), fontsize=8
+            )
+        ax.set_xticks(range(1, len(methods) + 1), methods, fontsize=8)
+        ax.set_title(label)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_parameter_maps(path: str | Path, params: torch.Tensor) -> Path:
+    """|M0|, phase and T1 of one reconstruction ``(3, H, W)``."""
+    from pinqi.evaluation.metrics import t1_from_r1
+
+    plt = _pyplot()
+    m0 = torch.complex(params[0], params[1])
+    panels = [
+        ("|M0| [a.u.]", m0.abs(), "gray", None),
+        ("phase of M0 [rad]", m0.angle(), "twilight", (-3.15, 3.15)),
+        ("T1 [s]", t1_from_r1(params[2]) * (m0.abs() > 0.05), "magma", (0, 4)),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.3))
+    for ax, (title, image, cmap, limits) in zip(axes, panels, strict=True):
+        shown = ax.imshow(image.numpy(), cmap=cmap, clim=limits)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+        fig.colorbar(shown, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

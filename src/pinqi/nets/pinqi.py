@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from torch import nn
 
 from pinqi.nets.unet import UNet
 from pinqi.physics import CartesianAcquisition, SignalModel
-from pinqi.solvers import ConvergenceWarning, data_consistency, signal_fit
+from pinqi.solvers import data_consistency, signal_fit
 
 #: softplus sharpness of the positive regularisation strengths (paper: beta = 5).
 LAMBDA_BETA = 5.0
@@ -177,8 +176,7 @@ class PINQI(nn.Module):
         self, kspace: torch.Tensor, coil_maps: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """A few CG iterations on A^H A y = A^H k from y = A^H k (no gradient needed)."""
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
+        with torch.no_grad():
             start = CartesianAcquisition(coil_maps, mask).adjoint(kspace)
             return data_consistency(
                 kspace,
@@ -189,6 +187,7 @@ class PINQI(nn.Module):
                 max_iter=self.config.cg_init_iterations,
                 tol=0.0,
                 x0=start,
+                warn=False,
             )
 
     def forward(
@@ -221,28 +220,31 @@ class PINQI(nn.Module):
                         y if config.iterate_networks else out.images[0], i + 1
                     )
                 lambdas, priors = [*lambdas, lam["lambda_y"][i]], [*priors, y_reg]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                y = data_consistency(
-                    kspace,
-                    coil_maps,
-                    mask,
-                    lambdas,
-                    priors,
-                    max_iter=config.cg_iterations,
-                    x0=y.detach(),
-                )
+            y = data_consistency(
+                kspace,
+                coil_maps,
+                mask,
+                lambdas,
+                priors,
+                max_iter=config.cg_iterations,
+                x0=y.detach(),
+                warn=False,
+            )
             if config.iterate_networks:
                 p_reg = self.predict_parameters(y, i + 1)
             if not config.use_signal_fit:
                 p = p_reg
             else:
                 lam_p = lam["lambda_p"][i] if config.use_parameter_regulariser else torch.zeros(())
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConvergenceWarning)
-                    p = signal_fit(
-                        self.model, y, p_reg, lam_p, p0=p.detach(), max_iter=config.fit_iterations
-                    )
+                p = signal_fit(
+                    self.model,
+                    y,
+                    p_reg,
+                    lam_p,
+                    p0=p.detach(),
+                    max_iter=config.fit_iterations,
+                    warn=False,
+                )
             out.parameters.append(p)
             out.images.append(y)
             out.parameter_priors.append(p_reg)

@@ -66,6 +66,7 @@ class _ImplicitDataConsistency(torch.autograd.Function):
         n: int,
         max_iter: int,
         tol: float,
+        warn: bool,
         mask: torch.Tensor,
         x0: torch.Tensor | None,
         kspace: torch.Tensor,
@@ -78,7 +79,7 @@ class _ImplicitDataConsistency(torch.autograd.Function):
         rhs = _normal_rhs(acquisition, kspace, lambdas, priors)
         y, info = conjugate_gradient(operator, rhs, x0, max_iter=max_iter, tol=tol)
         ctx.save_for_backward(kspace, coil_maps, mask, y, *lambdas_and_priors)
-        ctx.n, ctx.max_iter, ctx.tol = n, max_iter, tol
+        ctx.n, ctx.max_iter, ctx.tol, ctx.warn = n, max_iter, tol, warn
         ctx.mark_non_differentiable(info.residual, info.converged)
         return y, info
 
@@ -90,17 +91,18 @@ class _ImplicitDataConsistency(torch.autograd.Function):
         acquisition = CartesianAcquisition(coil_maps, mask)
         operator = _normal_operator(acquisition, lambdas)
         g, info = conjugate_gradient(operator, grad_y, max_iter=ctx.max_iter, tol=ctx.tol)
-        warn_if_not_converged(info, "data_consistency backward CG", "batch element")
+        if ctx.warn:
+            warn_if_not_converged(info, "data_consistency backward CG", "batch element")
         needs = ctx.needs_input_grad
-        grad_k = acquisition.forward(g) if needs[5] else None
-        grad_c = acquisition.coil_map_gradient(y, g, kspace) if needs[6] else None
+        grad_k = acquisition.forward(g) if needs[6] else None
+        grad_c = acquisition.coil_map_gradient(y, g, kspace) if needs[7] else None
         grad_lambdas = [
-            _real_inner(g, prior - y) if needs[7 + i] else None for i, prior in enumerate(priors)
+            _real_inner(g, prior - y) if needs[8 + i] else None for i, prior in enumerate(priors)
         ]
         grad_priors = [
-            per_sample(lam, g) * g if needs[7 + n + i] else None for i, lam in enumerate(lambdas)
+            per_sample(lam, g) * g if needs[8 + n + i] else None for i, lam in enumerate(lambdas)
         ]
-        return (None, None, None, None, None, grad_k, grad_c, *grad_lambdas, *grad_priors)
+        return (None,) * 6 + (grad_k, grad_c, *grad_lambdas, *grad_priors)
 
 
 def data_consistency(
@@ -115,6 +117,7 @@ def data_consistency(
     x0: torch.Tensor | None = None,
     implicit: bool = True,
     return_info: bool = False,
+    warn: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, SolverInfo]:
     """Data-consistent images: argmin_y ||A y - k||^2 + sum_i lambda_i ||y - y_i||^2.
 
@@ -148,6 +151,9 @@ def data_consistency(
         (the reference; memory grows with the iterations).
     return_info
         Also return a :class:`~pinqi.solvers.SolverInfo` of the forward solve.
+    warn
+        Warn when a solve (forward or backward) stops before ``tol``; unrolled networks that
+        run a fixed number of iterations by design turn this off.
 
     Returns
     -------
@@ -179,11 +185,12 @@ def data_consistency(
         raise ValueError(f"need max_iter >= 1 and tol >= 0, got {max_iter} and {tol}")
     if implicit:
         y, info = _ImplicitDataConsistency.apply(
-            len(lams), max_iter, tol, acquisition.mask, x0, kspace, coil_maps, *lams, *ys
+            len(lams), max_iter, tol, warn, acquisition.mask, x0, kspace, coil_maps, *lams, *ys
         )
     else:
         operator = _normal_operator(acquisition, lams)
         rhs = _normal_rhs(acquisition, kspace, lams, ys)
         y, info = conjugate_gradient(operator, rhs, x0, max_iter=max_iter, tol=tol)
-    warn_if_not_converged(info, "data_consistency CG", "batch element")
+    if warn:
+        warn_if_not_converged(info, "data_consistency CG", "batch element")
     return (y, info) if return_info else y

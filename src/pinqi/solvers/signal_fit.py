@@ -36,6 +36,7 @@ class _FitSettings:
     tol: float
     backward_max_iter: int
     backward_tol: float
+    warn: bool
 
 
 class _SignalFit(torch.autograd.Function):
@@ -92,7 +93,7 @@ class _SignalFit(torch.autograd.Function):
         images, p_reg, lam, p = ctx.saved_tensors
         settings: _FitSettings = ctx.settings
         if settings.solver == "newton":
-            grads = _exact_backward(settings.model, images, p_reg, lam, p, grad_p)
+            grads = _exact_backward(settings, images, p_reg, lam, p, grad_p)
         else:
             grads = _hessian_vector_backward(settings, images, p_reg, lam, p, grad_p)
         needs = ctx.needs_input_grad
@@ -122,7 +123,7 @@ def _cross_gradients(
 
 
 def _exact_backward(
-    model: SignalModel,
+    settings: _FitSettings,
     images: torch.Tensor,
     p_reg: torch.Tensor,
     lam: torch.Tensor,
@@ -130,6 +131,7 @@ def _exact_backward(
     grad_p: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Implicit backward with the exact per-pixel Hessian (no CG)."""
+    model = settings.model
     objective = FitObjective(model, stack_complex(images), p_reg, lam)
     _, gauss_newton, hessian = objective.derivatives(p, objective.residual(p))
     lower, upper = _bound_tensors(model, p)
@@ -137,12 +139,13 @@ def _exact_backward(
     w, positive = cholesky_solve(*restrict_to_free(hessian, grad_p, on_bound))
     if not bool(positive.all()):
         n_bad = int((~positive).sum())
-        warnings.warn(
-            f"signal_fit backward: the Hessian is not positive definite at {n_bad} pixel(s) "
-            "(not a strict minimum); their gradient uses the damped Gauss-Newton matrix",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+        if settings.warn:
+            warnings.warn(
+                f"signal_fit backward: the Hessian is not positive definite at {n_bad} pixel(s) "
+                "(not a strict minimum); their gradient uses the damped Gauss-Newton matrix",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         diagonal = torch.diagonal(gauss_newton, dim1=1, dim2=2).mT
         damping = torch.finfo(p.dtype).eps ** 0.5 * (1 + diagonal.mean(1, keepdim=True))
         damped = add_diagonal(gauss_newton, damping.expand_as(diagonal))
@@ -175,7 +178,8 @@ def _hessian_vector_backward(
         w, info = conjugate_gradient(
             hessian_vector, grad_p, max_iter=settings.backward_max_iter, tol=settings.backward_tol
         )
-    warn_if_not_converged(info, "signal_fit backward CG", "batch element", stacklevel=4)
+    if settings.warn:
+        warn_if_not_converged(info, "signal_fit backward CG", "batch element", stacklevel=4)
     return _cross_gradients(settings.model, p, p_reg, lam, w)
 
 
@@ -192,6 +196,7 @@ def signal_fit(
     backward_max_iter: int = 100,
     backward_tol: float | None = None,
     return_info: bool = False,
+    warn: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, SolverInfo]:
     """Regularized pixel-wise fit of a signal model (paper Eq. 13/14).
 
@@ -229,6 +234,9 @@ def signal_fit(
         1e-12 for float64).
     return_info
         Also return a :class:`~pinqi.solvers.SolverInfo`.
+    warn
+        Warn when pixels stop before ``tol``, and (newton) when the backward meets a Hessian
+        that is not positive definite (off for unrolled networks with fixed iteration counts).
 
     Returns
     -------
@@ -278,6 +286,7 @@ def signal_fit(
         backward_tol=(1e-12 if eps_dtype == torch.float64 else 1e-6)
         if backward_tol is None
         else backward_tol,
+        warn=warn,
     )
     if settings.max_iter < 1 or not settings.tol >= 0:
         raise ValueError(f"need max_iter >= 1 and tol >= 0, got {max_iter} and {tol}")
@@ -288,6 +297,7 @@ def signal_fit(
         lam,
         p0.detach().reshape(batch, model.n_params, -1),
     )
-    warn_if_not_converged(info, f"signal_fit ({solver})", "pixel")
+    if warn:
+        warn_if_not_converged(info, f"signal_fit ({solver})", "pixel")
     p = p.reshape(expected)
     return (p, info) if return_info else p

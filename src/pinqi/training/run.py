@@ -52,7 +52,7 @@ def train(config: ExperimentConfig, out: str | Path, resume: str | Path | None =
         gradient_clip_val=1.0,
         callbacks=[checkpoints, LearningRateMonitor("step")],
         logger=CSVLogger(out, name="logs", version=""),
-        log_every_n_steps=5,
+        log_every_n_steps=1,
         num_sanity_val_steps=0,
     )
     if str(resume) == "auto":

@@ -1,0 +1,144 @@
+import csv
+import itertools
+
+import pytest
+import torch
+import yaml
+
+from pinqi.cli import main
+from pinqi.data.datasets import SimulatedDataset
+from pinqi.io.checkpoints import export_model, load_model
+from pinqi.training.config import ExperimentConfig
+from pinqi.training.losses import parameter_loss
+from pinqi.training.module import PINQITask
+from pinqi.training.run import train
+from pinqi.training.schedule import warmup_cosine
+
+TINY = {
+    "name": "tiny",
+    "data": {"size": 16, "n_coils": 4, "acceleration": 2.0},
+    "model": {
+        "iterations": 2,
+        "image_features": [8, 16],
+        "parameter_features": [8, 16],
+        "cg_iterations": 3,
+        "fit_iterations": 3,
+    },
+    "optim": {
+        "batch_size": 2,
+        "max_epochs": 2,
+        "samples_per_epoch": 4,
+        "val_samples": 2,
+        "warmup_steps": 1,
+        "checkpoint_every_n_steps": 1,
+        "num_workers": 0,
+        "accelerator": "cpu",
+        "devices": 1,
+        "pretrain_epochs": 1,
+    },
+}
+
+
+def batch_of(config: ExperimentConfig, n: int = 2) -> dict[str, torch.Tensor]:
+    dataset = SimulatedDataset(config.data, "val", n, seed=1)
+    return {k: torch.stack([dataset[i][k] for i in range(n)]) for k in dataset[0]}
+
+
+def test_presets_load_and_match_the_paper():
+    paper = ExperimentConfig.from_yaml("configs/paper.yaml")
+    assert paper.model.iterations == 5 and paper.optim.batch_size == 16
+    assert paper.optim.lr_networks == 4e-3 and paper.optim.lr_lambdas == 1e-3
+    assert paper.model.image_features == (16, 32, 48, 64)
+    assert paper.model.parameter_features == (32, 64, 96, 128)
+    assert paper.data.tau == (0.5, 1.0, 1.5, 2.0, 8.0) and paper.data.acceleration == 8
+    cpu = ExperimentConfig.from_yaml("configs/cpu.yaml")
+    assert cpu.data.size == 96 and cpu.model.iterations >= 3
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="unknown keys in optim"):
+        ExperimentConfig.from_dict({"optim": {"learning_rate": 1.0}})
+    with pytest.raises(FileNotFoundError):
+        ExperimentConfig.from_yaml("missing.yaml")
+
+
+def test_schedule_warms_up_then_decays():
+    factors = [warmup_cosine(s, 10, 100, 0.1) for s in range(101)]
+    assert factors[0] == pytest.approx(0.1) and factors[10] == pytest.approx(1.0)
+    assert factors[100] == pytest.approx(0.1)
+    assert all(a <= b for a, b in itertools.pairwise(factors[:11]))
+    assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
+
+
+def test_loss_downweights_outside_the_mask():
+    target = torch.zeros(1, 3, 2, 2)
+    prediction = torch.ones(1, 3, 2, 2)
+    mask = torch.tensor([[[True, False], [False, False]]])
+    assert float(parameter_loss(prediction, target, mask, 0.0)) == pytest.approx(0.25)
+    assert float(parameter_loss(prediction, target, mask, 0.01)) == pytest.approx(0.26)
+
+
+def test_a_few_steps_lower_the_loss():
+    config = ExperimentConfig.from_dict(TINY)
+    task = PINQITask(config.to_dict())
+    batch = batch_of(config)
+    optimizer = torch.optim.Adam(task.model.parameters(), lr=3e-3)
+    task.trainer = None
+
+    def loss() -> torch.Tensor:
+        from pinqi.training.losses import pinqi_loss
+
+        out = task.model(batch["kspace"], batch["coil_maps"], batch["mask"])
+        return pinqi_loss(out, batch["params"], batch["brain_mask"], 0.05, 0.01)
+
+    first = float(loss())
+    for _ in range(15):
+        optimizer.zero_grad()
+        value = loss()
+        value.backward()
+        optimizer.step()
+    assert float(loss()) < 0.7 * first
+
+
+def test_train_checkpoint_resume_and_export(tmp_path):
+    config = ExperimentConfig.from_dict(TINY)
+    last = train(config, tmp_path / "run")
+    assert last.name == "last.ckpt"
+    rows = list(csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")))
+    assert any(r.get("val_t1_nrmse") for r in rows) and any(r.get("train_loss") for r in rows)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["name"] == "tiny"
+
+    model, loaded = load_model(last)
+    assert loaded == config
+    state = torch.load(last, weights_only=False)
+    assert state["global_step"] == 4
+    task = PINQITask.load_from_checkpoint(last)
+    batch = batch_of(config)
+    inputs = (batch["kspace"], batch["coil_maps"], batch["mask"])
+    with torch.no_grad():
+        a = model(*inputs).parameters[-1]
+        b = task.model.eval()(*inputs).parameters[-1]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    exported = export_model(last, tmp_path / "model.pt", {"note": "test"})
+    again, _ = load_model(exported)
+    with torch.no_grad():
+        torch.testing.assert_close(again(*inputs).parameters[-1], a, rtol=0, atol=0)
+
+    longer = ExperimentConfig.from_dict({**TINY, "optim": {**TINY["optim"], "max_epochs": 3}})
+    train(longer, tmp_path / "run", resume="auto")
+    assert (
+        torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)[
+            "global_step"
+        ]
+        == 6
+    )
+
+
+def test_cli_train_and_info(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    main(["info", "--config", str(path)])
+    assert "parameter_net" in capsys.readouterr().out
+    main(["train", "--config", str(path), "--out", str(tmp_path / "run"), "--max-steps", "1"])
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
