@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -34,20 +31,9 @@ from pinqi.physics import (
 )
 from pinqi.solvers import ConvergenceWarning, data_consistency, signal_fit
 
+from _measure import machine, reset_peak, run_worker, status_bytes
+
 TAU = (0.5, 1.0, 1.5, 2.0, 8.0)
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
 
 
 def fit_problem(size: int, batch: int, noise: float, seed: int = 0):
@@ -139,13 +125,6 @@ def cg_problem(size: int, batch: int, n_coils: int, seed: int = 0):
     return kspace, coils, mask, prior
 
 
-def _status_bytes(field: str) -> int:
-    """A size field (e.g. VmRSS, VmHWM) of /proc/self/status in bytes."""
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith(field + ":"))
-    return int(line.split()[1]) * 1024
-
-
 def cg_worker(size: int, batch: int, n_coils: int, iterations: int, implicit: bool) -> None:
     """Run one forward + backward of the CG layer and print its time and peak memory (JSON)."""
 
@@ -167,27 +146,12 @@ def cg_worker(size: int, batch: int, n_coils: int, iterations: int, implicit: bo
 
     problem = cg_problem(size, batch, n_coils)
     layer(*problem, 1)  # one-off initialisation (FFT plans, thread pool) outside the measurement
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak resident set size (VmHWM) to the current one
-    rss_before = _status_bytes("VmRSS")
+    rss_before = reset_peak()
     start = time.perf_counter()
     layer(*problem, iterations)
     seconds = time.perf_counter() - start
-    peak = _status_bytes("VmHWM")
+    peak = status_bytes("VmHWM")
     print(json.dumps({"seconds": seconds, "peak_bytes": peak - rss_before}))
-
-
-def run_worker(args: list[int], memory: bool) -> dict | None:
-    """Run :func:`cg_worker` in a fresh process; ``memory`` sets the malloc mmap threshold."""
-    env = dict(os.environ)
-    if memory:
-        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
-    command = [sys.executable, __file__, "--cg-worker", *map(str, args)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        print(f"worker {args} failed: {done.stderr[-500:]}", file=sys.stderr)
-        return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def bench_cg(size: int, batch: int, n_coils: int, iterations: list[int]) -> list[str]:
@@ -200,8 +164,9 @@ def bench_cg(size: int, batch: int, n_coils: int, iterations: list[int]) -> list
     for n in iterations:
         cells, peaks = [], []
         for implicit in (1, 0):
-            timing = run_worker([size, batch, n_coils, n, implicit], memory=False)
-            memory = run_worker([size, batch, n_coils, n, implicit], memory=True)
+            args = [size, batch, n_coils, n, implicit]
+            timing = run_worker(__file__, args, memory=False)
+            memory = run_worker(__file__, args, memory=True)
             cells.append("failed" if timing is None else f"{timing['seconds']:.2f}")
             cells.append("failed" if memory is None else f"{memory['peak_bytes'] / 2**20:.0f}")
             peaks.append(None if memory is None else memory["peak_bytes"])
@@ -211,7 +176,7 @@ def bench_cg(size: int, batch: int, n_coils: int, iterations: list[int]) -> list
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--cg-worker":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         size, batch, n_coils, n, implicit = map(int, sys.argv[2:7])
         cg_worker(size, batch, n_coils, n, bool(implicit))
         return

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from brainweb_files import head_labels, write_crisp, write_fuzzy, write_minc
 from pinqi.data import brainweb
 from pinqi.data.brainweb import (
     SPLITS,
@@ -19,6 +18,8 @@ from pinqi.data.brainweb import (
     split_subjects,
 )
 from pinqi.data.minc import MincError, read_minc
+
+from brainweb_files import head_labels, write_crisp, write_fuzzy, write_minc
 
 
 def test_read_minc_roundtrip(tmp_path):

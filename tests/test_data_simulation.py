@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from brainweb_files import write_crisp
 from pinqi.cli import main
 from pinqi.data.brainweb import SPLITS
 from pinqi.data.datasets import H5Dataset, SimulatedDataset, sample_generator, write_h5
@@ -16,6 +15,8 @@ from pinqi.data.phantom import phantom_labels
 from pinqi.data.simulation import SimulationConfig, parameter_maps
 from pinqi.data.tissues import N_CLASSES
 from pinqi.physics import CartesianAcquisition, SaturationRecovery
+
+from brainweb_files import write_crisp
 
 SMALL = SimulationConfig(size=48)
 

@@ -18,6 +18,23 @@ def _pyplot():
     return plt
 
 
+def _show(fig, ax, image: torch.Tensor, title: str, cmap: str, limits, aspect=None) -> None:
+    """One image panel with title and colour bar."""
+    shown = ax.imshow(image.numpy(), cmap=cmap, clim=limits, aspect=aspect)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    fig.colorbar(shown, ax=ax, fraction=0.046)
+
+
+def _save(plt, fig, path: str | Path, dpi: int = 90) -> Path:
+    """Write the figure as PNG and close it."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_sample(sample: dict[str, torch.Tensor], path: str | Path, n_frames: int = 3) -> Path:
     """Parameter maps, zero-filled undersampled images, masks and coil maps of one sample.
 
@@ -63,16 +80,10 @@ def plot_sample(sample: dict[str, torch.Tensor], path: str | Path, n_frames: int
             ax.axis("off")
         for ax, (title, image, cmap, limits) in zip(row, panels, strict=False):
             aspect = "auto" if title.startswith("masks") else None
-            shown = ax.imshow(image.numpy(), cmap=cmap, clim=limits, aspect=aspect)
-            ax.set_title(title, fontsize=9)
-            fig.colorbar(shown, ax=ax, fraction=0.046)
+            _show(fig, ax, image, title, cmap, limits, aspect)
     sigma = float(sample["noise_sigma"])
     fig.suptitle(f"simulated sample: noise sigma = {sigma:.4f}, subject {int(sample['subject'])}")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_maps(
@@ -113,14 +124,8 @@ def plot_maps(
             ax.axis("off")
             if name == "ground truth" and "error" in title:
                 continue
-            shown = ax.imshow(image.numpy(), cmap=cmap, clim=limits)
-            ax.set_title(title, fontsize=9)
-            fig.colorbar(shown, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+            _show(fig, ax, image, title, cmap, limits)
+    return _save(plt, fig, path)
 
 
 def plot_distributions(path: str | Path, rows: list[dict]) -> Path:
@@ -142,11 +147,7 @@ def plot_distributions(path: str | Path, rows: list[dict]) -> Path:
             )
         ax.set_xticks(range(1, len(methods) + 1), methods, fontsize=8)
         ax.set_title(label)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_parameter_maps(path: str | Path, params: torch.Tensor) -> Path:
@@ -162,12 +163,48 @@ def plot_parameter_maps(path: str | Path, params: torch.Tensor) -> Path:
     ]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.3))
     for ax, (title, image, cmap, limits) in zip(axes, panels, strict=True):
-        shown = ax.imshow(image.numpy(), cmap=cmap, clim=limits)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-        fig.colorbar(shown, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+        _show(fig, ax, image, title, cmap, limits)
+    return _save(plt, fig, path)
+
+
+def plot_training_curve(
+    metrics_csv: str | Path, path: str | Path, baseline_t1_nrmse: float | None = None
+) -> Path:
+    """Training loss and validation T1 nRMSE over the steps of a run's ``logs/metrics.csv``.
+
+    Parameters
+    ----------
+    metrics_csv
+        The CSV log of ``pinqi train``.
+    path
+        Output PNG.
+    baseline_t1_nrmse
+        The non-learned baseline's validation T1 nRMSE, drawn as a horizontal line.
+    """
+    import csv
+
+    plt = _pyplot()
+    rows = list(csv.DictReader(open(metrics_csv)))
+    train = [(int(r["step"]), float(r["train_loss"])) for r in rows if r.get("train_loss")]
+    val = [(int(r["step"]), float(r["val_t1_nrmse"])) for r in rows if r.get("val_t1_nrmse")]
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
+    steps, losses = zip(*train, strict=True)
+    window = max(1, len(losses) // 50)
+    smooth = (
+        torch.tensor(losses).unfold(0, window, 1).mean(1).tolist()
+        if len(losses) > window
+        else losses
+    )
+    ax_loss.semilogy(steps, losses, alpha=0.3, label="per step")
+    ax_loss.semilogy(steps[window - 1 :], smooth, label=f"mean of {window}")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_title("training loss")
+    ax_loss.legend(fontsize=8)
+    if val:
+        ax_val.plot(*zip(*val, strict=True), marker="o", label="PINQI")
+    if baseline_t1_nrmse is not None:
+        ax_val.axhline(baseline_t1_nrmse, color="gray", linestyle="--", label="CG-SENSE + fit")
+    ax_val.set_xlabel("step")
+    ax_val.set_title("validation T1 nRMSE (brain mask)")
+    ax_val.legend(fontsize=8)
+    return _save(plt, fig, path)

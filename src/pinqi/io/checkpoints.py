@@ -54,6 +54,53 @@ def load_model(checkpoint: str | Path, map_location: str = "cpu") -> tuple[PINQI
     return model.eval(), config
 
 
+def model_card(checkpoint: str | Path, notes: str = "") -> dict:
+    """What a shipped model needs to be reproducible: data, config, seed, steps, commit, metrics.
+
+    The last validation metrics are read from the run's ``logs/metrics.csv`` when present.
+    """
+    import csv
+    import subprocess
+    from datetime import datetime, timezone
+
+    from pinqi import __version__
+
+    checkpoint = Path(checkpoint)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    config = ExperimentConfig.from_dict(state["hyper_parameters"]["config"])
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    validation = {}
+    log = checkpoint.parent.parent / "logs" / "metrics.csv"
+    if log.is_file():
+        rows = [r for r in csv.DictReader(open(log)) if r.get("val_t1_nrmse")]
+        if rows:
+            validation = {
+                k: float(v) for k, v in rows[-1].items() if k.startswith("val_") and v
+            } | {"step": int(rows[-1]["step"])}
+    return {
+        "name": config.name,
+        "pinqi_version": __version__,
+        "commit": commit,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "training_steps": int(state.get("global_step", 0)),
+        "epochs": int(state.get("epoch", 0)),
+        "seed": config.seed,
+        "data": (
+            f"simulated, anatomy {config.data.anatomy}, {config.data.size}x{config.data.size}, "
+            f"{config.data.acceleration:g}x, {config.data.n_coils} coils, "
+            f"tau {list(config.data.tau)} s"
+        ),
+        "last_validation": validation,
+        "config": config.to_dict(),
+        "notes": notes,
+    }
+
+
 def export_model(checkpoint: str | Path, out: str | Path, card: dict) -> Path:
     """Write a compact model file (configuration, weights, model card) from a checkpoint."""
     model, config = load_model(checkpoint)

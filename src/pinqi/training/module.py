@@ -9,7 +9,7 @@ import torch
 
 from pinqi.data.datasets import SimulatedDataset
 from pinqi.evaluation.metrics import parameter_metrics
-from pinqi.nets.pinqi import PINQI
+from pinqi.nets.pinqi import PINQI, PINQIOutput
 from pinqi.physics import CartesianAcquisition, SaturationRecovery
 from pinqi.solvers import ConvergenceWarning
 from pinqi.training.config import ExperimentConfig
@@ -96,37 +96,36 @@ class PINQITask(L.LightningModule):
             prediction, batch["params"], batch["brain_mask"], self.config.optim.outside_weight
         )
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One optimisation step; logs ``train_loss``."""
-        optim = self.config.optim
-        if self._pretraining():
-            loss = self.pretraining_loss(batch)
-        else:
-            output = self.model(batch["kspace"], batch["coil_maps"], batch["mask"])
-            loss = pinqi_loss(
-                output,
-                batch["params"],
-                batch["brain_mask"],
-                optim.deep_supervision,
-                optim.outside_weight,
-            )
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["params"]))
-        self.log("pretraining", float(self._pretraining()), batch_size=len(batch["params"]))
-        return loss
+    def _reconstruct(self, batch: dict[str, torch.Tensor]) -> PINQIOutput:
+        return self.model(batch["kspace"], batch["coil_maps"], batch["mask"])
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Validation loss and T1/M0 metrics inside the brain mask."""
+    def _loss(self, batch: dict[str, torch.Tensor], output: PINQIOutput) -> torch.Tensor:
         optim = self.config.optim
-        output = self.model(batch["kspace"], batch["coil_maps"], batch["mask"])
-        size = len(batch["params"])
-        loss = pinqi_loss(
+        return pinqi_loss(
             output,
             batch["params"],
             batch["brain_mask"],
             optim.deep_supervision,
             optim.outside_weight,
         )
-        self.log("val_loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One optimisation step; logs ``train_loss``."""
+        if self._pretraining():
+            loss = self.pretraining_loss(batch)
+        else:
+            loss = self._loss(batch, self._reconstruct(batch))
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["params"]))
+        self.log("pretraining", float(self._pretraining()), batch_size=len(batch["params"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Validation loss and T1/M0 metrics inside the brain mask."""
+        output = self._reconstruct(batch)
+        size = len(batch["params"])
+        self.log(
+            "val_loss", self._loss(batch, output), prog_bar=True, batch_size=size, sync_dist=True
+        )
         metrics = parameter_metrics(output.parameters[-1], batch["params"], batch["brain_mask"])
         for name, values in metrics.items():
             self.log(

@@ -1,0 +1,131 @@
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from pinqi.cli import main
+from pinqi.data.datasets import SimulatedDataset, write_h5
+from pinqi.data.simulation import SimulationConfig
+from pinqi.evaluation.baseline import cg_sense_fit
+from pinqi.evaluation.metrics import parameter_metrics, t1_from_r1
+from pinqi.physics import SaturationRecovery
+from pinqi.training.config import ExperimentConfig
+from pinqi.training.run import train
+
+from test_training import TINY
+
+
+def test_metrics_zero_for_perfect_and_known_for_scaled_t1():
+    truth = torch.stack(
+        [torch.full((1, 4, 4), 0.8), torch.zeros(1, 4, 4), torch.full((1, 4, 4), 1.0)], 1
+    )
+    mask = torch.ones(1, 4, 4, dtype=torch.bool)
+    perfect = parameter_metrics(truth, truth, mask)
+    assert all(float(v) == 0 for v in perfect.values())
+    longer = truth.clone()
+    longer[:, 2] = 1 / 1.1  # T1 10% longer
+    metrics = parameter_metrics(longer, truth, mask)
+    assert float(metrics["t1_nrmse"]) == pytest.approx(0.1, rel=1e-5)
+    assert float(metrics["t1_mae"]) == pytest.approx(0.1, rel=1e-5)
+    outside = mask.clone()
+    outside[0, 0, 0] = False
+    longer[0, 2, 0, 0] = 0.01  # a wild pixel outside the mask is ignored
+    assert float(parameter_metrics(longer, truth, outside)["t1_mae"]) == pytest.approx(
+        0.1, rel=1e-5
+    )
+    assert float(t1_from_r1(torch.tensor(-1.0))) == 10.0
+
+
+def test_baseline_recovers_t1_from_fully_sampled_data():
+    config = SimulationConfig(size=32, acceleration=1.0, noise_sigma=(0.001, 0.001))
+    sample = SimulatedDataset(config, "test", 1, seed=0)[0]
+    model = SaturationRecovery(sample["tau"])
+    p = cg_sense_fit(model, sample["kspace"][None], sample["coil_maps"][None], sample["mask"][None])
+    metrics = parameter_metrics(p, sample["params"][None], sample["brain_mask"][None])
+    assert float(metrics["t1_nrmse"]) < 0.05
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    config = ExperimentConfig.from_dict(TINY)
+    checkpoint = train(config, root / "run")
+    data = write_h5(
+        root / "test.h5", SimulatedDataset(config.data, "test", 3, seed=9), progress=False
+    )
+    return checkpoint, data, root
+
+
+def test_evaluate_writes_metrics_summary_and_figures(trained, capsys):
+    checkpoint, data, root = trained
+    main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(data),
+            "--out",
+            str(root / "ev"),
+        ]
+    )
+    rows = list(csv.DictReader(open(root / "ev" / "metrics.csv")))
+    assert {"sample", "method", "t1_nrmse", "t1_mae"} <= set(rows[0])
+    assert len(rows) == 6 and {r["method"] for r in rows} == {"PINQI", "CG-SENSE + fit"}
+    assert all(np.isfinite(float(r["t1_nrmse"])) for r in rows)
+    for name in ("summary.md", "maps.png", "distributions.png"):
+        assert (root / "ev" / name).is_file()
+    assert "PINQI" in capsys.readouterr().out
+
+
+def test_reconstruct_writes_hdf5_nifti_and_png(trained):
+    checkpoint, data, root = trained
+    main(
+        [
+            "reconstruct",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(data),
+            "--out",
+            str(root / "rec"),
+        ]
+    )
+    t1 = nib.load(root / "rec" / "t1.nii.gz")
+    assert t1.shape == (16, 16, 3)
+    values = np.asarray(t1.dataobj)
+    assert np.isfinite(values).all() and values.min() > 0 and values.max() <= 10
+    assert nib.load(root / "rec" / "m0.nii.gz").shape == (16, 16, 3)
+    assert (root / "rec" / "params.h5").is_file() and (root / "rec" / "sample000.png").is_file()
+
+
+def test_evaluate_rejects_incompatible_data(trained, tmp_path):
+    checkpoint, _, _ = trained
+    other = SimulationConfig(size=16, n_coils=4, tau=(0.5, 1.0))
+    data = write_h5(tmp_path / "two.h5", SimulatedDataset(other, "test", 1), progress=False)
+    with pytest.raises(ValueError, match="saturation times"):
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+    with pytest.raises(FileNotFoundError):
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "none.ckpt"),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path),
+            ]
+        )
