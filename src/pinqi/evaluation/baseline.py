@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
 
 from pinqi.physics import SignalModel
-from pinqi.solvers import ConvergenceWarning, data_consistency, signal_fit
+from pinqi.solvers import SolverInfo, data_consistency, signal_fit
 
 
 @dataclass(frozen=True)
@@ -37,19 +36,26 @@ def cg_sense_fit(
     coil_maps: torch.Tensor,
     mask: torch.Tensor,
     config: BaselineConfig = BaselineConfig(),
-) -> torch.Tensor:
-    """Parameter maps ``(batch, P, H, W)`` of the baseline for k-space ``(batch, T, C, H, W)``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        zero = torch.zeros(kspace.shape[:2] + kspace.shape[3:], dtype=kspace.dtype)
-        images = data_consistency(
-            kspace,
-            coil_maps,
-            mask,
-            [config.lambda_tikhonov],
-            [zero],
-            max_iter=config.cg_iterations,
-        )
-        last = images[:, -1]
-        p_reg = torch.stack([last.real, last.imag, torch.ones_like(last.real)], dim=1)
-        return signal_fit(model, images, p_reg, config.lambda_fit, max_iter=100)
+    return_info: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, SolverInfo, SolverInfo]:
+    """Parameter maps ``(batch, P, H, W)`` of the baseline for k-space ``(batch, T, C, H, W)``.
+
+    With ``return_info``, also the convergence reports of the CG and of the fit.
+    """
+    zero = torch.zeros(kspace.shape[:2] + kspace.shape[3:], dtype=kspace.dtype)
+    images, cg_info = data_consistency(
+        kspace,
+        coil_maps,
+        mask,
+        [config.lambda_tikhonov],
+        [zero],
+        max_iter=config.cg_iterations,
+        return_info=True,
+        warn=False,
+    )
+    last = images[:, -1]
+    p_reg = torch.stack([last.real, last.imag, torch.ones_like(last.real)], dim=1)
+    p, fit_info = signal_fit(
+        model, images, p_reg, config.lambda_fit, max_iter=100, return_info=True, warn=False
+    )
+    return (p, cg_info, fit_info) if return_info else p
