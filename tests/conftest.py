@@ -35,3 +35,14 @@ def random_parameters(
     phase = 0.3 * torch.randn(batch, *shape, generator=generator, dtype=dtype)
     t1 = 0.3 + 2.7 * torch.rand(batch, *shape, generator=generator, dtype=dtype)
     return torch.stack([magnitude * torch.cos(phase), magnitude * torch.sin(phase), 1 / t1], 1)
+
+
+def random_ab_parameters(
+    batch: int, shape: tuple[int, ...], generator: torch.Generator, dtype=torch.float64
+) -> torch.Tensor:
+    """[Re a, Im a, Re b, Im b, R1] of incomplete inversion recovery: b ~ -(1.6..2) a."""
+    base = random_parameters(batch, shape, generator, dtype)
+    factor = -(1.6 + 0.4 * torch.rand(batch, *shape, generator=generator, dtype=dtype))
+    return torch.stack(
+        [base[:, 0], base[:, 1], factor * base[:, 0], factor * base[:, 1], base[:, 2]], 1
+    )

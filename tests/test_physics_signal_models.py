@@ -1,19 +1,25 @@
 import pytest
 import torch
 
-from pinqi.physics import InversionRecovery, SaturationRecovery
+from pinqi.physics import InversionRecovery, InversionRecoveryAB, SaturationRecovery
 from pinqi.physics.signal_models import SignalModel, stack_complex
 
-from conftest import TAU, random_parameters
+from conftest import TAU, random_ab_parameters, random_parameters
 
-MODELS = [SaturationRecovery, InversionRecovery]
+MODELS = [SaturationRecovery, InversionRecovery, InversionRecoveryAB]
+
+
+def parameters_for(model, batch, shape, generator):
+    if model.n_params == 5:
+        return random_ab_parameters(batch, shape, generator)
+    return random_parameters(batch, shape, generator)
 
 
 def autograd_jacobian(model, p):
-    """dq/dp by autograd for a single pixel p (3,) -> complex (n_tau, 3)."""
+    """dq/dp by autograd for a single pixel p (P,) -> complex (n_tau, P)."""
 
     def real_q(x):
-        return stack_complex(model(x.reshape(1, 3, 1)))[0, :, 0]
+        return stack_complex(model(x.reshape(1, -1, 1)))[0, :, 0]
 
     jac = torch.autograd.functional.jacobian(real_q, p)
     n = jac.shape[0] // 2
@@ -23,7 +29,7 @@ def autograd_jacobian(model, p):
 @pytest.mark.parametrize("model_cls", MODELS)
 def test_jacobian_matches_autograd(model_cls, generator):
     model = model_cls(TAU)
-    p = random_parameters(1, (6,), generator)
+    p = parameters_for(model, 1, (6,), generator)
     analytic = model.jacobian(p)
     for i in range(6):
         reference = autograd_jacobian(model, p[0, :, i])
@@ -33,14 +39,14 @@ def test_jacobian_matches_autograd(model_cls, generator):
 @pytest.mark.parametrize("model_cls", MODELS)
 def test_hessian_matches_autograd(model_cls, generator):
     model = model_cls(TAU)
-    p = random_parameters(1, (4,), generator)
+    p = parameters_for(model, 1, (4,), generator)
     analytic = model.hessian(p)
     for i in range(4):
         for part in (torch.real, torch.imag):
             for t in range(model.n_tau):
 
                 def q_t(x, t=t, part=part):
-                    return part(model(x.reshape(1, 3, 1))[0, t, 0])
+                    return part(model(x.reshape(1, -1, 1))[0, t, 0])
 
                 reference = torch.autograd.functional.hessian(q_t, p[0, :, i])
                 torch.testing.assert_close(part(analytic[0, t, :, :, i]), reference)
@@ -49,13 +55,13 @@ def test_hessian_matches_autograd(model_cls, generator):
 @pytest.mark.parametrize("model_cls", MODELS)
 def test_closed_forms_match_generic_interface(model_cls, generator):
     model = model_cls(TAU)
-    p = random_parameters(2, (5,), generator)
+    p = parameters_for(model, 2, (5,), generator)
     residual = torch.randn(2, 2 * model.n_tau, 5, generator=generator, dtype=torch.float64)
     fast = model.normal_terms(p, residual)
     generic = SignalModel.normal_terms(model, p, residual)
     for a, b in zip(fast, generic, strict=True):
         torch.testing.assert_close(a, b)
-    v = torch.randn(2, 3, 5, generator=generator, dtype=torch.float64)
+    v = torch.randn(2, model.n_params, 5, generator=generator, dtype=torch.float64)
     torch.testing.assert_close(
         model.jacobian_vector_product(p, v), SignalModel.jacobian_vector_product(model, p, v)
     )

@@ -16,6 +16,7 @@ from pinqi.physics.sampling import variable_density_mask
 from pinqi.physics.signal_models import (
     RELAXATION_BOUNDS,
     InversionRecovery,
+    InversionRecoveryAB,
     SaturationRecovery,
     SignalModel,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "RELAXATION_BOUNDS",
     "CartesianAcquisition",
     "InversionRecovery",
+    "InversionRecoveryAB",
     "SaturationRecovery",
     "SignalModel",
     "birdcage_maps",

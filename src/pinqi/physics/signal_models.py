@@ -80,6 +80,16 @@ class SignalModel(torch.nn.Module, ABC):
     def hessian(self, p: torch.Tensor) -> torch.Tensor:
         """Return d^2 q_t / dp_k dp_l, complex ``(batch, n_tau, n_params, n_params, *spatial)``."""
 
+    def _tau_like(self, p: torch.Tensor) -> torch.Tensor:
+        """The delays (buffer ``tau``) shaped ``(batch or 1, n_tau, 1, ...)`` like ``p[:, :1]``."""
+        tau = self.tau.to(device=p.device, dtype=p.dtype)
+        if tau.ndim == 2 and tau.shape[0] not in (1, p.shape[0]):
+            raise ValueError(
+                f"tau has shape {tuple(tau.shape)} (batch, n_tau) but p has batch {p.shape[0]}"
+            )
+        tau = tau.reshape(-1, self.n_tau)
+        return tau.reshape(*tau.shape, *(1,) * (p.ndim - 2))
+
     def jacobian_vector_product(self, p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """J v = sum_k dq/dp_k v_k for real ``v`` ``(batch, n_params, *spatial)``; complex."""
         return (self.jacobian(p) * v.unsqueeze(1)).sum(2)
@@ -181,16 +191,6 @@ class _ComplexM0Recovery(SignalModel):
     def n_tau(self) -> int:
         """Number of delays."""
         return self.tau.shape[-1]
-
-    def _tau_like(self, p: torch.Tensor) -> torch.Tensor:
-        """Delays shaped ``(batch or 1, n_tau, 1, ...)`` to broadcast against ``p[:, :1]``."""
-        tau = self.tau.to(device=p.device, dtype=p.dtype)
-        if tau.ndim == 2 and tau.shape[0] not in (1, p.shape[0]):
-            raise ValueError(
-                f"tau has shape {tuple(tau.shape)} (batch, n_tau) but p has batch {p.shape[0]}"
-            )
-        tau = tau.reshape(-1, self.n_tau)
-        return tau.reshape(*tau.shape, *(1,) * (p.ndim - 2))
 
     def _split(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return complex M0 ``(batch, 1, *spatial)``, R1 ``(batch, 1, *spatial)`` and tau."""
@@ -315,3 +315,62 @@ class InversionRecovery(_ComplexM0Recovery):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         e = torch.exp(-tau * r1)
         return 1 - 2 * e, 2 * tau * e, -2 * tau * tau * e
+
+
+class InversionRecoveryAB(SignalModel):
+    """Inversion recovery with incomplete recovery, q_t = a + b exp(-TI_t R1), complex a, b.
+
+    The usual "three-parameter" inversion-recovery model of real protocols (imperfect
+    inversion, incomplete recovery between repetitions), with complex a and b: five real
+    parameters per pixel, ``[Re a, Im a, Re b, Im b, R1]``. An ideal inversion has b = -2 a.
+
+    Parameters
+    ----------
+    ti
+        Inversion times in s, ``(n_tau,)`` or per sample ``(batch, n_tau)``.
+    """
+
+    parameter_names = ("Re a", "Im a", "Re b", "Im b", "R1")
+    bounds = ((-2.0, 2.0), (-2.0, 2.0), (-4.0, 4.0), (-4.0, 4.0), (-1.0, 20.0))
+
+    def __init__(self, ti: torch.Tensor | list[float] | tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("tau", _check_delays("ti", ti))
+
+    @property
+    def n_tau(self) -> int:
+        """Number of inversion times."""
+        return self.tau.shape[-1]
+
+    def _terms(
+        self, p: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """a, b (complex, ``(batch, 1, ...)``), TI and exp(-TI R1) broadcast to the frames."""
+        tau = self._tau_like(p)
+        a = torch.complex(p[:, 0:1], p[:, 1:2])
+        b = torch.complex(p[:, 2:3], p[:, 3:4])
+        return a, b, tau, torch.exp(-tau * p[:, 4:5])
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        """Evaluate q(p); see :class:`SignalModel`."""
+        a, b, _, e = self._terms(p)
+        return a + b * e
+
+    def jacobian(self, p: torch.Tensor) -> torch.Tensor:
+        """Analytic dq/dp: [1, i, e, i e, -TI b e], complex ``(batch, n_tau, 5, *spatial)``."""
+        a, b, tau, e = self._terms(p)
+        one = torch.ones_like(e).to(a.dtype)
+        e = e.to(a.dtype)
+        return torch.stack([one, 1j * one, e, 1j * e, -tau * b * e], dim=2)
+
+    def hessian(self, p: torch.Tensor) -> torch.Tensor:
+        """Analytic d^2q/dp^2: only (Re b, R1), (Im b, R1) and (R1, R1) are non-zero."""
+        a, b, tau, e = self._terms(p)
+        e_c = e.to(a.dtype)
+        zero = torch.zeros_like(e_c)
+        d_b_r1 = -tau * e_c
+        entries = [[zero] * 5 for _ in range(5)]
+        entries[2][4] = entries[4][2] = d_b_r1
+        entries[3][4] = entries[4][3] = 1j * d_b_r1
+        entries[4][4] = tau * tau * b * e_c
+        return torch.stack([torch.stack(row, dim=2) for row in entries], dim=2)
