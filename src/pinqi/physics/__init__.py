@@ -10,6 +10,7 @@ Shape conventions (used throughout pinqi):
 """
 
 from pinqi.physics.acquisition import CartesianAcquisition
+from pinqi.physics.coil_estimation import calibration_images, ratio_maps, walsh_maps
 from pinqi.physics.coils import birdcage_maps
 from pinqi.physics.fft import fft2c, ifft2c
 from pinqi.physics.sampling import variable_density_mask
@@ -29,7 +30,10 @@ __all__ = [
     "SaturationRecovery",
     "SignalModel",
     "birdcage_maps",
+    "calibration_images",
     "fft2c",
     "ifft2c",
+    "ratio_maps",
     "variable_density_mask",
+    "walsh_maps",
 ]
