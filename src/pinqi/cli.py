@@ -86,6 +86,32 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {out.with_suffix('.json')}")
 
 
+def _roi(args: argparse.Namespace) -> None:
+    import nibabel as nib
+
+    from pinqi.evaluation.roi import rms_deviation, roi_statistics, write_roi_table
+
+    def read(path: Path):
+        if not path.is_file():
+            raise FileNotFoundError(f"file not found: {path}")
+        return nib.load(path).get_fdata()
+
+    reference = read(args.reference) if args.reference else None
+    rows = roi_statistics(read(args.map), read(args.labels), reference)
+    write_roi_table(rows, args.out)
+    for row in rows:
+        text = f"ROI {row['roi']:3d}: {row['mean']:.4g} +- {row['std']:.2g} ({row['pixels']} px)"
+        if reference is not None:
+            text += (
+                f", reference {row['reference_mean']:.4g} +- {row['reference_std']:.2g}, "
+                f"difference {row['difference_percent']:+.1f} %"
+            )
+        print(text)
+    if reference is not None:
+        print(f"RMS deviation from the reference: {rms_deviation(rows):.4g}")
+    print(f"wrote {args.out}")
+
+
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
@@ -187,6 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="output .pt file")
     export.add_argument("--notes", default="", help="free text for the model card")
     export.set_defaults(run=_export)
+
+    roi = commands.add_parser(
+        "roi",
+        help="ROI statistics of a parameter map (mean, std; difference to a reference)",
+        description="Mean and standard deviation of a map (NIfTI, e.g. t1.nii.gz of pinqi "
+        "reconstruct) in every ROI of a label image (NIfTI, 0 = background), optionally with "
+        "the % difference and the RMS deviation from a reference map (the paper's Table 1).",
+    )
+    roi.add_argument("--map", type=Path, required=True, help="parameter map (NIfTI)")
+    roi.add_argument("--labels", type=Path, required=True, help="label image (NIfTI)")
+    roi.add_argument("--reference", type=Path, help="reference map (NIfTI)")
+    roi.add_argument("--out", type=Path, default=Path("roi.csv"), help="output CSV")
+    roi.set_defaults(run=_roi)
 
     info = commands.add_parser("info", help="print the model's subnetworks and parameter counts")
     info.add_argument("--config", type=Path, required=True, help="YAML preset")
