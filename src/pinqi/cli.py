@@ -86,6 +86,13 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {out.with_suffix('.json')}")
 
 
+def _fit(args: argparse.Namespace) -> None:
+    from pinqi.evaluation.fit import fit_file
+
+    out = fit_file(args.data, args.model, args.out)
+    print(f"wrote {out / 'params.h5'}, t1.nii.gz and m0.nii.gz")
+
+
 def _roi(args: argparse.Namespace) -> None:
     import nibabel as nib
 
@@ -213,6 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="output .pt file")
     export.add_argument("--notes", default="", help="free text for the model card")
     export.set_defaults(run=_export)
+
+    fit = commands.add_parser(
+        "fit",
+        help="pixel-wise signal-model fit of (fully sampled) data: the non-learned reference",
+        description="Coil-combine the k-space of an HDF5 file (pinqi simulate layout; "
+        "CG-SENSE if undersampled) and fit a signal model pixel by pixel: OUT/params.h5, "
+        "OUT/t1.nii.gz, OUT/m0.nii.gz.",
+    )
+    fit.add_argument("--data", type=Path, required=True, help="HDF5 file")
+    fit.add_argument(
+        "--model", choices=("saturation", "inversion", "inversion-ab"), default="saturation"
+    )
+    fit.add_argument("--out", type=Path, required=True, help="output folder")
+    fit.set_defaults(run=_fit)
 
     roi = commands.add_parser(
         "roi",

@@ -94,6 +94,13 @@ class SignalModel(torch.nn.Module, ABC):
         """J v = sum_k dq/dp_k v_k for real ``v`` ``(batch, n_params, *spatial)``; complex."""
         return (self.jacobian(p) * v.unsqueeze(1)).sum(2)
 
+    def initial_parameters(self, images: torch.Tensor) -> torch.Tensor:
+        """A start for fitting ``images`` ``(batch, n_tau, *spatial)``: ``(batch, P, *spatial)``.
+
+        Subclasses give a cheap closed-form guess (e.g. M0 from the longest delay, R1 = 1 1/s).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no initial_parameters")
+
     # The solvers treat the complex frames as real vectors of length 2 n_tau (all real parts,
     # then all imaginary parts). Subclasses may override these with cheaper real forms.
 
@@ -239,6 +246,11 @@ class _ComplexM0Recovery(SignalModel):
         f, df, _ = self._curve(tau, r1)
         return torch.complex(v[:, 0:1], v[:, 1:2]) * f + m0 * (df * v[:, 2:3])
 
+    def initial_parameters(self, images: torch.Tensor) -> torch.Tensor:
+        """M0 from the frame with the longest delay, R1 = 1 1/s."""
+        longest = images[:, int(self.tau.reshape(-1, self.n_tau)[0].argmax())]
+        return torch.stack([longest.real, longest.imag, torch.ones_like(longest.real)], dim=1)
+
     def stacked_forward(self, p: torch.Tensor) -> torch.Tensor:
         """Real form of :meth:`forward`; see :meth:`SignalModel.stacked_forward`."""
         f, _, _ = self._curve(self._tau_like(p), p[:, 2:3])
@@ -350,6 +362,11 @@ class InversionRecoveryAB(SignalModel):
         a = torch.complex(p[:, 0:1], p[:, 1:2])
         b = torch.complex(p[:, 2:3], p[:, 3:4])
         return a, b, tau, torch.exp(-tau * p[:, 4:5])
+
+    def initial_parameters(self, images: torch.Tensor) -> torch.Tensor:
+        """Start: a from the longest inversion time, b = -2 a (ideal inversion), R1 = 1 1/s."""
+        a = images[:, int(self.tau.reshape(-1, self.n_tau)[0].argmax())]
+        return torch.stack([a.real, a.imag, -2 * a.real, -2 * a.imag, torch.ones_like(a.real)], 1)
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         """Evaluate q(p); see :class:`SignalModel`."""
