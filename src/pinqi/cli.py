@@ -86,6 +86,21 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {out.with_suffix('.json')}")
 
 
+def _undersample(args: argparse.Namespace) -> None:
+    from pinqi.data.datasets import write_h5
+    from pinqi.data.simulation import SimulationConfig
+    from pinqi.data.undersample import UndersampledSeries, load_series, undersample
+
+    tau = [float(t) for t in args.tau.split(",")]
+    config = SimulationConfig(
+        size=args.size, tau=tuple(tau), n_coils=args.coils, acceleration=args.acceleration
+    )
+    sample, scale = undersample(load_series(args.images), tau, config, args.seed)
+    attributes = {"source": str(args.images), "intensity_scale": scale}
+    write_h5(args.out, UndersampledSeries(sample, config, args.seed), False, attributes)
+    print(f"wrote {args.out} (intensity divided by {scale:.4g}; no ground truth)")
+
+
 def _fit(args: argparse.Namespace) -> None:
     from pinqi.evaluation.fit import fit_file
 
@@ -220,6 +235,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="output .pt file")
     export.add_argument("--notes", default="", help="free text for the model card")
     export.set_defaults(run=_export)
+
+    under = commands.add_parser(
+        "undersample",
+        help="retrospectively undersample a measured multi-delay image series (NIfTI)",
+        description="Apply simulated bird-cage coils and the training mask generator to a "
+        "reconstructed image series (3D NIfTI, delays on the last axis, complex or magnitude) "
+        "and write an HDF5 file in the pinqi simulate layout without ground truth, ready for "
+        "pinqi reconstruct. Intensities are normalised (99th percentile of the longest delay "
+        "= 1).",
+    )
+    under.add_argument("--images", type=Path, required=True, help="image series (NIfTI)")
+    under.add_argument("--tau", required=True, help="delays in s, comma separated")
+    under.add_argument("--acceleration", type=float, default=8.0)
+    under.add_argument("--coils", type=int, default=8)
+    under.add_argument("--size", type=int, default=96, help="image size of the model")
+    under.add_argument("--seed", type=int, default=0)
+    under.add_argument("--out", type=Path, required=True, help="output FILE.h5")
+    under.set_defaults(run=_undersample)
 
     fit = commands.add_parser(
         "fit",

@@ -179,14 +179,21 @@ _H5_FIELDS = {
 }
 
 
-def write_h5(path: str | Path, dataset: SimulatedDataset, progress: bool = True) -> Path:
+def write_h5(
+    path: str | Path,
+    dataset: SimulatedDataset,
+    progress: bool = True,
+    attributes: dict | None = None,
+) -> Path:
     """Write every sample of ``dataset`` to an HDF5 file.
 
     Datasets: ``kspace (n, n_tau, n_coils, H, W)``, ``mask (n, n_tau, 1, W)``,
     ``coil_maps (n, n_coils, H, W)``, ``params (n, 3, H, W)``, ``brain_mask (n, H, W)``,
-    ``noise_sigma (n,)``, ``subject (n,)``, ``slice (n,)`` and ``tau (n_tau,)``; attributes
-    ``config`` (JSON), ``seed``, ``split``, ``epoch``, ``pinqi_version`` and ``conventions``.
-    Samples are compressed (LZF) one per chunk.
+    ``noise_sigma (n,)``, ``subject (n,)``, ``slice (n,)`` and ``tau (n_tau,)``, each where the
+    samples have it (real data has no ``params`` or ``brain_mask``); attributes ``config``
+    (JSON), ``seed``, ``split``, ``epoch``, ``pinqi_version``, ``conventions`` and any
+    ``attributes``. ``dataset`` is any sequence of samples with a ``config``. Samples are
+    compressed (LZF) one per chunk.
     """
     from tqdm.auto import tqdm
 
@@ -194,10 +201,13 @@ def write_h5(path: str | Path, dataset: SimulatedDataset, progress: bool = True)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
     with h5py.File(path, "w") as f:
-        for i in tqdm(range(n), desc=f"simulating {path.name}", disable=not progress):
+        fields: list[str] = []
+        for i in tqdm(range(n), desc=f"writing {path.name}", disable=not progress):
             sample = dataset[i]
             if i == 0:
-                for name, dtype in _H5_FIELDS.items():
+                fields = [name for name in _H5_FIELDS if name in sample]
+                for name in fields:
+                    dtype = _H5_FIELDS[name]
                     shape = tuple(sample[name].shape)
                     f.create_dataset(
                         name,
@@ -207,13 +217,13 @@ def write_h5(path: str | Path, dataset: SimulatedDataset, progress: bool = True)
                         compression="lzf" if shape else None,
                     )
                 f.create_dataset("tau", data=sample["tau"].numpy())
-            for name in _H5_FIELDS:
+            for name in fields:
                 f[name][i] = sample[name].numpy()
         f.attrs.update(
             config=dataset.config.to_json(),
-            seed=dataset.seed,
-            split=dataset.split,
-            epoch=dataset.epoch,
+            seed=getattr(dataset, "seed", -1),
+            split=getattr(dataset, "split", "none"),
+            epoch=getattr(dataset, "epoch", 0),
             pinqi_version=__version__,
             conventions=json.dumps(
                 {
@@ -223,14 +233,21 @@ def write_h5(path: str | Path, dataset: SimulatedDataset, progress: bool = True)
                     "noise_sigma": "std of the real and of the imaginary part per k-space sample",
                 }
             ),
+            **(attributes or {}),
         )
     return path
 
 
-class H5Dataset(torch.utils.data.Dataset):
-    """Samples of an HDF5 file written by :func:`write_h5` (same keys as the simulation).
+#: Datasets every file must have; the others (ground truth) are optional, e.g. for real data.
+REQUIRED_FIELDS = ("kspace", "mask", "coil_maps", "tau")
 
-    The file is opened lazily in each process, so the data set works with DataLoader workers.
+
+class H5Dataset(torch.utils.data.Dataset):
+    """Samples of an HDF5 file in the layout of :func:`write_h5` (same keys as the simulation).
+
+    Files of real data (``pinqi undersample``) have no ground truth: their samples lack
+    ``params`` and ``brain_mask`` (:attr:`has_ground_truth` is False). The file is opened
+    lazily in each process, so the data set works with DataLoader workers.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -238,12 +255,14 @@ class H5Dataset(torch.utils.data.Dataset):
         if not self.path.is_file():
             raise FileNotFoundError(f"HDF5 data set not found: {self.path}")
         with h5py.File(self.path, "r") as f:
-            missing = [k for k in (*_H5_FIELDS, "tau") if k not in f]
+            missing = [k for k in REQUIRED_FIELDS if k not in f]
             if missing:
                 raise KeyError(f"{self.path} lacks the datasets {missing}")
             self.n_samples = f["kspace"].shape[0]
             self.tau = torch.from_numpy(f["tau"][()])
             self.config = SimulationConfig.from_json(f.attrs["config"])
+            self.fields = [k for k in _H5_FIELDS if k in f]
+            self.has_ground_truth = "params" in f and "brain_mask" in f
         self._file: h5py.File | None = None
 
     def __len__(self) -> int:
@@ -253,7 +272,7 @@ class H5Dataset(torch.utils.data.Dataset):
         if self._file is None:
             self._file = h5py.File(self.path, "r")
         sample = {
-            name: torch.from_numpy(np.asarray(self._file[name][index])) for name in _H5_FIELDS
+            name: torch.from_numpy(np.asarray(self._file[name][index])) for name in self.fields
         }
         sample["tau"] = self.tau
         return sample

@@ -76,6 +76,8 @@ def evaluate(
 
     model, _ = load_model(checkpoint)
     dataset = H5Dataset(data)
+    if not dataset.has_ground_truth:
+        raise ValueError(f"{data} has no ground truth (params, brain_mask): use pinqi reconstruct")
     _check_compatible(model, dataset, Path(data))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

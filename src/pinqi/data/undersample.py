@@ -1,0 +1,122 @@
+"""Retrospective undersampling of reconstructed image series (real data without raw k-space).
+
+The standard way to test the transfer to real data when no raw k-space exists: simulated
+bird-cage coils and the training mask generator are applied to measured multi-delay images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pinqi.data.simulation import SimulationConfig
+from pinqi.physics import CartesianAcquisition, birdcage_maps, variable_density_mask
+
+#: The intensity normalisation maps this percentile of |image| of the longest delay to 1.
+NORMALISATION_PERCENTILE = 99.0
+
+
+def load_series(path: str | Path) -> torch.Tensor:
+    """Multi-delay images ``(n_tau, H, W)`` complex64 from a 3D NIfTI (delays on the last axis).
+
+    Complex NIfTI data keep their phase; magnitude data get zero phase. Rows are flipped like
+    :func:`pinqi.io.nifti.write_nifti` writes them, so files of ``pinqi reconstruct`` round-trip.
+    A DICOM folder is not read directly: convert it to NIfTI first (e.g. with dcm2niix).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: convert DICOM series to NIfTI (e.g. dcm2niix)")
+    if not path.is_file():
+        raise FileNotFoundError(f"image series not found: {path}")
+    volume = np.asarray(nib.load(path).dataobj)
+    if volume.ndim != 3:
+        raise ValueError(f"{path}: expected a 3D volume (x, y, delay), got shape {volume.shape}")
+    if not np.isfinite(volume).all():
+        raise ValueError(f"{path} contains NaN or Inf values")
+    images = np.transpose(volume, (2, 1, 0))[:, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(images)).to(torch.complex64)
+
+
+def normalise_intensity(images: torch.Tensor, longest: int) -> tuple[torch.Tensor, float]:
+    """Scale images so that the 99th percentile of |image| of the longest delay is 1.
+
+    Training data have |M0| <= ~1 with the brightest tissue (CSF) near 1, and at the longest
+    delay (8 s) the signal is close to M0; this maps a scanner's arbitrary scale into that
+    range. Returns the scaled images and the factor divided out.
+    """
+    reference = float(np.percentile(images[longest].abs().numpy(), NORMALISATION_PERCENTILE))
+    if not reference > 0:
+        raise ValueError("the image of the longest delay is empty: cannot normalise intensity")
+    return images / reference, reference
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Complex images ``(n_tau, H, W)`` resampled to ``size x size`` (antialiased bilinear)."""
+    parts = torch.stack([images.real, images.imag], 1)
+    out = F.interpolate(
+        parts, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return torch.complex(out[:, 0], out[:, 1])
+
+
+@dataclass
+class UndersampledSeries:
+    """A list-like of one sample for :func:`~pinqi.data.datasets.write_h5`."""
+
+    sample: dict[str, torch.Tensor]
+    config: SimulationConfig
+    seed: int
+    split: str = "real"
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.sample
+
+
+def undersample(
+    images: torch.Tensor, tau: list[float], config: SimulationConfig, seed: int
+) -> tuple[dict[str, torch.Tensor], float]:
+    """Simulated coils and masks applied to measured images; no noise is added.
+
+    Parameters
+    ----------
+    images
+        ``(n_tau, H, W)`` complex, any scale.
+    tau
+        Delays in s, one per frame.
+    config
+        Size, coils and acceleration (as in training).
+    seed
+        Seed of the coil orientation and the masks.
+
+    Returns
+    -------
+    sample
+        ``kspace``, ``mask``, ``coil_maps``, ``tau`` and ``noise_sigma`` (0: unknown).
+    scale
+        The intensity normalisation factor that was divided out.
+    """
+    if len(tau) != images.shape[0]:
+        raise ValueError(f"{len(tau)} delays given but the series has {images.shape[0]} frames")
+    images, scale = normalise_intensity(resize(images, config.size), int(np.argmax(tau)))
+    generator = torch.Generator().manual_seed(seed)
+    coils = birdcage_maps(config.n_coils, (config.size,) * 2, generator=generator)
+    mask = variable_density_mask(
+        1, len(tau), config.size, acceleration=config.acceleration, generator=generator
+    )
+    kspace = CartesianAcquisition(coils, mask).forward(images[None])[0]
+    sample = {
+        "kspace": kspace,
+        "mask": mask[0],
+        "coil_maps": coils[0],
+        "tau": torch.tensor(tau, dtype=torch.float32),
+        "noise_sigma": torch.tensor(0.0),
+    }
+    return sample, scale

@@ -1,0 +1,93 @@
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from pinqi.cli import main
+from pinqi.data.datasets import H5Dataset, SimulatedDataset
+from pinqi.data.simulation import SimulationConfig
+from pinqi.data.undersample import load_series
+from pinqi.evaluation.metrics import parameter_metrics
+from pinqi.physics import SaturationRecovery
+
+TAU = (0.5, 1.0, 1.5, 2.0, 8.0)
+
+
+def write_series(path, scale=1.0, magnitude=False, seed=4):
+    """A 'measured' series: noise-free images of a simulated test slice, arbitrary scale."""
+    sample = SimulatedDataset(SimulationConfig(size=96), "test", 1, seed=seed)[0]
+    images = SaturationRecovery(TAU)(sample["params"][None])[0] * scale
+    data = images.abs() if magnitude else images
+    volume = np.transpose(data.numpy(), (2, 1, 0))[:, ::-1]
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(volume), np.eye(4)), path)
+    return sample
+
+
+def test_series_roundtrip_and_errors(tmp_path):
+    write_series(tmp_path / "s.nii.gz")
+    assert load_series(tmp_path / "s.nii.gz").shape == (5, 96, 96)
+    with pytest.raises(ValueError, match="dcm2niix"):
+        load_series(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        load_series(tmp_path / "none.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((4, 4), np.float32), np.eye(4)), tmp_path / "flat.nii.gz")
+    with pytest.raises(ValueError, match="3D"):
+        load_series(tmp_path / "flat.nii.gz")
+
+
+def test_undersample_is_scale_invariant_and_reconstructs(tmp_path):
+    truth = write_series(tmp_path / "a.nii.gz", scale=1.0)
+    write_series(tmp_path / "b.nii.gz", scale=1000.0)
+    common = ["--tau", ",".join(map(str, TAU)), "--size", "96", "--seed", "3"]
+    main(
+        [
+            "undersample",
+            "--images",
+            str(tmp_path / "a.nii.gz"),
+            "--out",
+            str(tmp_path / "a.h5"),
+            *common,
+        ]
+    )
+    main(
+        [
+            "undersample",
+            "--images",
+            str(tmp_path / "b.nii.gz"),
+            "--out",
+            str(tmp_path / "b.h5"),
+            *common,
+        ]
+    )
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        np.testing.assert_allclose(a["kspace"][()], b["kspace"][()], rtol=1e-4, atol=1e-6)
+        assert b.attrs["intensity_scale"] == pytest.approx(
+            1000 * a.attrs["intensity_scale"], rel=1e-4
+        )
+        assert "params" not in a
+    stored = H5Dataset(tmp_path / "b.h5")
+    assert not stored.has_ground_truth and "params" not in stored[0]
+    with pytest.raises(ValueError, match="no ground truth"):
+        main(["evaluate", "--data", str(tmp_path / "b.h5"), "--out", str(tmp_path / "ev")])
+    main(["reconstruct", "--data", str(tmp_path / "b.h5"), "--out", str(tmp_path / "rec")])
+    with h5py.File(tmp_path / "rec" / "params.h5") as f:
+        params = torch.from_numpy(f["params"][()])
+    metrics = parameter_metrics(params, truth["params"][None], truth["brain_mask"][None])
+    assert float(metrics["t1_nrmse"]) < 0.35  # T1 does not depend on the intensity scale
+
+
+def test_undersample_rejects_wrong_number_of_delays(tmp_path):
+    write_series(tmp_path / "s.nii.gz")
+    with pytest.raises(ValueError, match="3 delays given but the series has 5 frames"):
+        main(
+            [
+                "undersample",
+                "--images",
+                str(tmp_path / "s.nii.gz"),
+                "--tau",
+                "1,2,3",
+                "--out",
+                str(tmp_path / "x.h5"),
+            ]
+        )
