@@ -53,6 +53,8 @@ def test_presets_load_and_match_the_paper():
     assert paper.data.tau == (0.5, 1.0, 1.5, 2.0, 8.0) and paper.data.acceleration == 8
     cpu = ExperimentConfig.from_yaml("configs/cpu.yaml")
     assert cpu.data.size == 96 and cpu.model.iterations >= 3
+    ir = ExperimentConfig.from_yaml("configs/cpu-inversion-ab.yaml")
+    assert ir.data.signal_model == "inversion-ab" and len(ir.data.tau) == 7
 
 
 def test_config_errors():
@@ -142,3 +144,27 @@ def test_cli_train_and_info(tmp_path, capsys):
     assert "parameter_net" in capsys.readouterr().out
     main(["train", "--config", str(path), "--out", str(tmp_path / "run"), "--max-steps", "1"])
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_signal_model_and_delays_selectable_in_the_preset(tmp_path):
+    """Simulation, network and fit follow data.signal_model and data.tau of the YAML."""
+    values = {
+        **TINY,
+        "data": {
+            **TINY["data"],
+            "signal_model": "inversion-ab",
+            "tau": [0.1, 0.3, 0.6, 1.0, 2.0, 4.0],
+        },
+        "optim": {**TINY["optim"], "max_epochs": 1, "pretrain_epochs": 0},
+    }
+    path = tmp_path / "ir.yaml"
+    path.write_text(yaml.safe_dump(values))
+    config = ExperimentConfig.from_yaml(path)
+    batch = batch_of(config)
+    assert batch["params"].shape == (2, 5, 16, 16) and batch["kspace"].shape[1] == 6
+    last = train(config, tmp_path / "run")
+    model, _ = load_model(last)
+    assert model.model.n_params == 5 and model.parameter_net.head.out_channels == 5
+    with torch.no_grad():
+        out = model(batch["kspace"], batch["coil_maps"], batch["mask"]).parameters[-1]
+    assert out.shape == (2, 5, 16, 16) and torch.isfinite(out).all()

@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from pinqi.data.fields import random_polynomial, smooth_noise
 from pinqi.data.tissues import BRAIN_LABELS, N_CLASSES, TISSUES
 from pinqi.physics import (
+    SIGNAL_MODELS,
     CartesianAcquisition,
-    SaturationRecovery,
     birdcage_maps,
+    signal_model,
     variable_density_mask,
 )
 
@@ -48,7 +49,11 @@ class SimulationConfig:
     fov_mm
         Field of view in mm (the whole BrainWeb head is 217 mm long).
     tau
-        Saturation times in s.
+        Delays in s (saturation or inversion times).
+    signal_model
+        ``"saturation"``, ``"inversion"`` or ``"inversion-ab"`` (incomplete inversion
+        recovery a + b exp(-TI/T1); ground truth a = M0, b = -(1 + k) M0 with an inversion
+        efficiency k ~ U(0.8, 1) per sample).
     n_coils, acceleration
         Receiver coils and undersampling factor.
     noise_sigma
@@ -69,6 +74,7 @@ class SimulationConfig:
     size: int = 192
     fov_mm: float = 220.0
     tau: tuple[float, ...] = TAU_PAPER
+    signal_model: str = "saturation"
     n_coils: int = 8
     acceleration: float = 8.0
     noise_sigma: tuple[float, float] = (0.001, 0.04)
@@ -104,6 +110,10 @@ class SimulationConfig:
             raise ValueError(f"anatomy must be 'builtin' or 'brainweb', got {self.anatomy!r}")
         if self.anatomy == "brainweb" and not self.brainweb_dir:
             raise ValueError("anatomy 'brainweb' needs brainweb_dir (a folder of BrainWeb files)")
+        if self.signal_model not in SIGNAL_MODELS:
+            raise ValueError(
+                f"signal_model must be one of {sorted(SIGNAL_MODELS)}, got {self.signal_model!r}"
+            )
         if self.orientation not in ORIENTATION_AXES:
             raise ValueError(
                 f"orientation must be one of {sorted(ORIENTATION_AXES)}, got {self.orientation!r}"
@@ -187,7 +197,7 @@ def acquire(
     Parameters
     ----------
     params
-        ``(3, H, W)`` parameter maps.
+        ``(P, H, W)`` parameter maps of the configured signal model.
     config
         Acquisition settings.
     generator
@@ -207,7 +217,7 @@ def acquire(
     )
     low, high = config.noise_sigma
     sigma = low + (high - low) * torch.rand((), generator=generator)
-    model = SaturationRecovery(torch.tensor(config.tau))
+    model = signal_model(config.signal_model, torch.tensor(config.tau))
     clean = CartesianAcquisition(coils, mask).forward(model(params[None]))
     # torch's complex randn has variance 1/2 per part; scale to 1 per part
     noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype) * math.sqrt(2)
@@ -220,10 +230,14 @@ def simulate(
 ) -> dict[str, torch.Tensor]:
     """One sample from class fractions already on the image grid.
 
-    Returns the :func:`acquire` outputs plus ``params`` float32 ``(3, H, W)``,
+    Returns the :func:`acquire` outputs plus ``params`` float32 ``(P, H, W)`` (R1 last),
     ``brain_mask`` bool ``(H, W)`` and ``tau`` float32 ``(n_tau,)``.
     """
     params = parameter_maps(fractions, generator)
+    if config.signal_model == "inversion-ab":
+        efficiency = 0.8 + 0.2 * torch.rand((), generator=generator)
+        b = -(1 + efficiency) * params[:2]
+        params = torch.cat([params[:2], b, params[2:]])
     sample = acquire(params, config, generator)
     sample.update(
         params=params,

@@ -135,7 +135,7 @@ def reconstruct(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     params = reconstruct_all(model, dataset, batch_size, baseline=False)["PINQI"]
-    t1 = t1_from_r1(params[:, 2]).numpy()
+    t1 = t1_from_r1(params[:, -1]).numpy()
     m0 = torch.complex(params[:, 0], params[:, 1]).numpy()
     with h5py.File(out / "params.h5", "w") as f:
         f["params"] = params.numpy()

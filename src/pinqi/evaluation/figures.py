@@ -51,7 +51,7 @@ def plot_sample(sample: dict[str, torch.Tensor], path: str | Path, n_frames: int
     plt = _pyplot()
     params, brain = sample["params"], sample["brain_mask"]
     m0 = torch.complex(params[0], params[1])
-    t1 = torch.where(m0.abs() > 0.05, 1 / params[2].clamp(min=1e-3), 0)
+    t1 = torch.where(m0.abs() > 0.05, 1 / params[-1].clamp(min=1e-3), 0)
     acquisition = CartesianAcquisition(sample["coil_maps"][None], sample["mask"][None])
     zero_filled = acquisition.adjoint(sample["kspace"][None])[0]
     tau = sample["tau"]
@@ -109,10 +109,10 @@ def plot_maps(
     columns = {"ground truth": truth, **predictions}
     fig, axes = plt.subplots(4, len(columns), figsize=(3.2 * len(columns), 12.4), squeeze=False)
     true_m0 = torch.complex(truth[0], truth[1]).abs()
-    true_t1 = t1_from_r1(truth[2])
+    true_t1 = t1_from_r1(truth[-1])
     inside = mask.float()
     for col, (name, p) in enumerate(columns.items()):
-        m0, t1 = torch.complex(p[0], p[1]).abs(), t1_from_r1(p[2])
+        m0, t1 = torch.complex(p[0], p[1]).abs(), t1_from_r1(p[-1])
         panels = [
             (f"{name}\n|M0|", m0 * (true_m0 > 0), "gray", (0, 1.1)),
             ("|M0| error", (m0 - true_m0) * inside, "coolwarm", (-0.2, 0.2)),
@@ -159,7 +159,7 @@ def plot_parameter_maps(path: str | Path, params: torch.Tensor) -> Path:
     panels = [
         ("|M0| [a.u.]", m0.abs(), "gray", None),
         ("phase of M0 [rad]", m0.angle(), "twilight", (-3.15, 3.15)),
-        ("T1 [s]", t1_from_r1(params[2]) * (m0.abs() > 0.05), "magma", (0, 4)),
+        ("T1 [s]", t1_from_r1(params[-1]) * (m0.abs() > 0.05), "magma", (0, 4)),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.3))
     for ax, (title, image, cmap, limits) in zip(axes, panels, strict=True):

@@ -8,28 +8,8 @@ import h5py
 import numpy as np
 import torch
 
-from pinqi.physics import (
-    CartesianAcquisition,
-    InversionRecovery,
-    InversionRecoveryAB,
-    SaturationRecovery,
-    SignalModel,
-)
+from pinqi.physics import CartesianAcquisition, SignalModel, signal_model
 from pinqi.solvers import data_consistency, signal_fit
-
-#: Signal models selectable by name.
-SIGNAL_MODELS: dict[str, type[SignalModel]] = {
-    "saturation": SaturationRecovery,
-    "inversion": InversionRecovery,
-    "inversion-ab": InversionRecoveryAB,
-}
-
-
-def signal_model(name: str, tau: torch.Tensor | list[float]) -> SignalModel:
-    """The signal model called ``name`` (see :data:`SIGNAL_MODELS`) at delays ``tau`` in s."""
-    if name not in SIGNAL_MODELS:
-        raise ValueError(f"unknown signal model {name!r}; choose one of {sorted(SIGNAL_MODELS)}")
-    return SIGNAL_MODELS[name](tau)
 
 
 def combine(kspace: torch.Tensor, coil_maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,8 @@ def parameter_metrics(
     Parameters
     ----------
     prediction, target
-        ``(batch, 3, H, W)`` = [Re M0, Im M0, R1 in 1/s].
+        ``(batch, P, H, W)``: channels 0 and 1 are the real and imaginary part of M0 (or of
+        a for :class:`~pinqi.physics.InversionRecoveryAB`), the last one is R1 in 1/s.
     mask
         Bool ``(batch, H, W)``.
 
@@ -44,7 +45,7 @@ def parameter_metrics(
     def mae(error: torch.Tensor) -> torch.Tensor:
         return (error.abs() * weight).flatten(1).sum(1) / count
 
-    t1, t1_true = t1_from_r1(prediction[:, 2]), t1_from_r1(target[:, 2])
+    t1, t1_true = t1_from_r1(prediction[:, -1]), t1_from_r1(target[:, -1])
     m0 = torch.complex(prediction[:, 0], prediction[:, 1])
     m0_true = torch.complex(target[:, 0], target[:, 1])
     return {

@@ -53,7 +53,8 @@ class PINQIConfig:
     lambda_p, lambda_y, lambda_q, lambda_q_step
         Initial strengths: lambda_p, lambda_y, and lambda_q + lambda_q_step * i at iteration i.
     parameter_init, parameter_scale
-        P_theta's output p = init + 10 scale tanh(o), per parameter (a well-scaled start).
+        P_theta's output p = init + 10 scale tanh(o), per parameter (a well-scaled start);
+        default: the signal model's ``typical`` values and spreads.
     use_image_regulariser, use_parameter_regulariser, use_signal_fit, iterate_networks
         Ablations (Sec. 3.4): without Y_theta, without P_theta (lambda_p = 0: a pure fit),
         without the non-linear solver (p = P_theta), UNets applied once.
@@ -69,8 +70,8 @@ class PINQIConfig:
     lambda_y: float = 0.1
     lambda_q: float = 0.1
     lambda_q_step: float = 0.05
-    parameter_init: tuple[float, ...] = (0.9, 0.0, 0.8)
-    parameter_scale: tuple[float, ...] = (0.2, 0.1, 0.6)
+    parameter_init: tuple[float, ...] | None = None
+    parameter_scale: tuple[float, ...] | None = None
     use_image_regulariser: bool = True
     use_parameter_regulariser: bool = True
     use_signal_fit: bool = True
@@ -128,13 +129,15 @@ class PINQI(nn.Module):
             else None
         )
         self.parameter_net = UNet(2 * n_tau, n_params, config.parameter_features)
-        if len(config.parameter_init) != n_params or len(config.parameter_scale) != n_params:
+        init = config.parameter_init or tuple(v for v, _ in model.typical)
+        scale = config.parameter_scale or tuple(s for _, s in model.typical)
+        if len(init) != n_params or len(scale) != n_params:
             raise ValueError(
                 f"parameter_init and parameter_scale need {n_params} values for "
-                f"{type(model).__name__}, got {config.parameter_init}, {config.parameter_scale}"
+                f"{type(model).__name__}, got {init}, {scale}"
             )
-        self.register_buffer("parameter_init", torch.tensor(config.parameter_init))
-        self.register_buffer("parameter_scale", torch.tensor(config.parameter_scale))
+        self.register_buffer("parameter_init", torch.tensor(init))
+        self.register_buffer("parameter_scale", torch.tensor(scale))
         t = config.iterations
         self.raw_lambda_y = nn.Parameter(torch.full((t,), inverse_softplus(config.lambda_y)))
         self.raw_lambda_q = nn.Parameter(

@@ -16,14 +16,17 @@ from pinqi.physics.fft import fft2c, ifft2c
 from pinqi.physics.sampling import variable_density_mask
 from pinqi.physics.signal_models import (
     RELAXATION_BOUNDS,
+    SIGNAL_MODELS,
     InversionRecovery,
     InversionRecoveryAB,
     SaturationRecovery,
     SignalModel,
+    signal_model,
 )
 
 __all__ = [
     "RELAXATION_BOUNDS",
+    "SIGNAL_MODELS",
     "CartesianAcquisition",
     "InversionRecovery",
     "InversionRecoveryAB",
@@ -34,6 +37,7 @@ __all__ = [
     "fft2c",
     "ifft2c",
     "ratio_maps",
+    "signal_model",
     "variable_density_mask",
     "walsh_maps",
 ]

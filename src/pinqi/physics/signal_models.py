@@ -42,10 +42,13 @@ class SignalModel(torch.nn.Module, ABC):
         Name of each parameter channel, length ``n_params``.
     bounds
         ``(lower, upper)`` per parameter: the open box the signal fit keeps its solution in.
+    typical
+        ``(value, spread)`` per parameter: the scale of a learned prediction.
     """
 
     parameter_names: tuple[str, ...]
     bounds: tuple[tuple[float, float], ...]
+    typical: tuple[tuple[float, float], ...]
 
     @property
     def n_params(self) -> int:
@@ -187,6 +190,8 @@ class _ComplexM0Recovery(SignalModel):
 
     parameter_names = ("Re M0", "Im M0", "R1")
     bounds = RELAXATION_BOUNDS
+    #: Typical value and spread of each parameter (the scale of a network's prediction).
+    typical = ((0.9, 0.2), (0.0, 0.1), (0.8, 0.6))
 
     def __init__(
         self, tau: torch.Tensor | list[float] | tuple[float, ...], name: str = "tau"
@@ -344,6 +349,7 @@ class InversionRecoveryAB(SignalModel):
 
     parameter_names = ("Re a", "Im a", "Re b", "Im b", "R1")
     bounds = ((-2.0, 2.0), (-2.0, 2.0), (-4.0, 4.0), (-4.0, 4.0), (-1.0, 20.0))
+    typical = ((0.9, 0.2), (0.0, 0.1), (-1.7, 0.4), (0.0, 0.2), (0.8, 0.6))
 
     def __init__(self, ti: torch.Tensor | list[float] | tuple[float, ...]) -> None:
         super().__init__()
@@ -391,3 +397,18 @@ class InversionRecoveryAB(SignalModel):
         entries[3][4] = entries[4][3] = 1j * d_b_r1
         entries[4][4] = tau * tau * b * e_c
         return torch.stack([torch.stack(row, dim=2) for row in entries], dim=2)
+
+
+#: Signal models selectable by name (presets, ``pinqi fit --model``).
+SIGNAL_MODELS: dict[str, type[SignalModel]] = {
+    "saturation": SaturationRecovery,
+    "inversion": InversionRecovery,
+    "inversion-ab": InversionRecoveryAB,
+}
+
+
+def signal_model(name: str, tau: torch.Tensor | list[float] | tuple[float, ...]) -> SignalModel:
+    """The signal model called ``name`` (see :data:`SIGNAL_MODELS`) at delays ``tau`` in s."""
+    if name not in SIGNAL_MODELS:
+        raise ValueError(f"unknown signal model {name!r}; choose one of {sorted(SIGNAL_MODELS)}")
+    return SIGNAL_MODELS[name](tau)

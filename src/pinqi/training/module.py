@@ -10,7 +10,7 @@ import torch
 from pinqi.data.datasets import SimulatedDataset
 from pinqi.evaluation.metrics import parameter_metrics
 from pinqi.nets.pinqi import PINQI, PINQIOutput
-from pinqi.physics import CartesianAcquisition, SaturationRecovery
+from pinqi.physics import CartesianAcquisition, signal_model
 from pinqi.solvers import ConvergenceWarning
 from pinqi.training.config import ExperimentConfig
 from pinqi.training.losses import parameter_loss, pinqi_loss
@@ -18,8 +18,10 @@ from pinqi.training.schedule import warmup_cosine
 
 
 def build_model(config: ExperimentConfig) -> PINQI:
-    """The PINQI network of a configuration (saturation recovery at the configured delays)."""
-    return PINQI(SaturationRecovery(torch.tensor(config.data.tau)), config.model)
+    """The PINQI network of a configuration (its signal model at the configured delays)."""
+    return PINQI(
+        signal_model(config.data.signal_model, torch.tensor(config.data.tau)), config.model
+    )
 
 
 class SimulatedDataModule(L.LightningDataModule):
