@@ -19,6 +19,13 @@ def _box_filter(x: torch.Tensor, window: int) -> torch.Tensor:
     )
 
 
+def _check_inputs(coil_images: object, window: int) -> torch.Tensor:
+    """Validate coil images ``(batch, n_coils, H, W)`` and an odd window size."""
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be a positive odd number of pixels, got {window}")
+    return check_complex("coil_images", coil_images, 4, "(batch, n_coils, H, W)")
+
+
 def _normalise(maps: torch.Tensor) -> torch.Tensor:
     """sum_c |c|^2 = 1 per pixel, phase relative to the coil with the most energy."""
     reference = (maps.abs() ** 2).flatten(-2).sum(-1).argmax(-1)
@@ -51,9 +58,7 @@ def walsh_maps(coil_images: torch.Tensor, window: int = 7, iterations: int = 12)
     torch.Tensor
         Complex ``(batch, n_coils, H, W)``.
     """
-    coil_images = check_complex("coil_images", coil_images, 4, "(batch, n_coils, H, W)")
-    if window < 1 or window % 2 == 0:
-        raise ValueError(f"window must be a positive odd number of pixels, got {window}")
+    coil_images = _check_inputs(coil_images, window)
     correlation = _box_filter(coil_images[:, :, None] * coil_images[:, None].conj(), window)
     vector = correlation.sum(2)  # a start with the right phase structure
     for _ in range(iterations):
@@ -75,9 +80,7 @@ def ratio_maps(coil_images: torch.Tensor, window: int = 7) -> torch.Tensor:
     window
         Odd smoothing window in pixels.
     """
-    coil_images = check_complex("coil_images", coil_images, 4, "(batch, n_coils, H, W)")
-    if window < 1 or window % 2 == 0:
-        raise ValueError(f"window must be a positive odd number of pixels, got {window}")
+    coil_images = _check_inputs(coil_images, window)
     return _normalise(_box_filter(coil_images, window))
 
 
