@@ -1,0 +1,95 @@
+import ismrmrd
+import numpy as np
+import pytest
+import torch
+
+from pinqi.data.datasets import SimulatedDataset
+from pinqi.data.simulation import SimulationConfig
+from pinqi.io.ismrmrd import read_ismrmrd
+from pinqi.physics import CartesianAcquisition, SaturationRecovery, fft2c
+
+HEADER = """<?xml version="1.0" encoding="utf-8"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
+<experimentalConditions><H1resonanceFrequency_Hz>123000000</H1resonanceFrequency_Hz></experimentalConditions>
+<encoding>
+<encodedSpace><matrixSize><x>{nx}</x><y>{ny}</y><z>1</z></matrixSize>
+<fieldOfView_mm><x>440</x><y>220</y><z>8</z></fieldOfView_mm></encodedSpace>
+<reconSpace><matrixSize><x>{rx}</x><y>{ny}</y><z>1</z></matrixSize>
+<fieldOfView_mm><x>220</x><y>220</y><z>8</z></fieldOfView_mm></reconSpace>
+<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{ymax}</maximum>
+<center>{centre}</center></kspace_encoding_step_1></encodingLimits>
+<trajectory>cartesian</trajectory>
+</encoding>
+<sequenceParameters>{ti}</sequenceParameters>
+</ismrmrdHeader>"""
+
+
+def write_file(path, sample, noise=None, centre_offset=0):
+    """An ISMRMRD file of a simulated sample: 2x readout oversampling, lines in random order."""
+    coils, mask, tau = sample["coil_maps"], sample["mask"], sample["tau"]
+    images = SaturationRecovery(tau)(sample["params"][None])[0]
+    n = images.shape[-1]
+    coil_images = images[:, None] * coils[None]
+    padded = torch.zeros(*coil_images.shape[:2], 2 * n, n, dtype=coil_images.dtype)
+    padded[:, :, n // 2 : n // 2 + n] = coil_images
+    kspace = fft2c(padded)
+    ti = "".join(f"<TI>{1000 * float(t):g}</TI>" for t in tau)
+    centre = n // 2 - centre_offset
+    dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
+    dataset.write_xml_header(HEADER.format(nx=2 * n, ny=n, rx=n, ymax=n - 1, centre=centre, ti=ti))
+    rng = np.random.default_rng(0)
+    if noise is not None:
+        for _ in range(300):  # enough samples for a covariance estimate within ~1%
+            white = rng.standard_normal((coils.shape[0], 2 * n, 2)).view(np.complex128)[..., 0]
+            scan = ismrmrd.Acquisition.from_array((noise @ white).astype(np.complex64))
+            scan.set_flag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
+            dataset.append_acquisition(scan)
+    lines = [(t, int(y)) for t in range(len(tau)) for y in np.flatnonzero(mask[t, 0].numpy())]
+    for t, y in rng.permutation(np.array(lines)):
+        acquisition = ismrmrd.Acquisition.from_array(
+            kspace[t, :, :, y].numpy().astype(np.complex64)
+        )
+        acquisition.idx.contrast = int(t)
+        acquisition.idx.kspace_encode_step_1 = int(y) - centre_offset
+        dataset.append_acquisition(acquisition)
+    dataset.close()
+
+
+@pytest.fixture
+def sample():
+    config = SimulationConfig(size=16, n_coils=4, acceleration=2.0, noise_sigma=(0.0, 0.0))
+    return SimulatedDataset(config, "test", 1, seed=2)[0]
+
+
+def test_read_back_same_kspace_masks_and_delays(tmp_path, sample):
+    write_file(tmp_path / "raw.h5", sample, centre_offset=-1)
+    raw = read_ismrmrd(tmp_path / "raw.h5")
+    assert raw.kspace.shape == (1, 5, 4, 16, 16) and not raw.prewhitened
+    assert torch.equal(raw.mask, sample["mask"][None])
+    torch.testing.assert_close(raw.tau, sample["tau"])
+    torch.testing.assert_close(raw.kspace[0], sample["kspace"], atol=2e-5, rtol=0)
+    acquisition = CartesianAcquisition(sample["coil_maps"][None], raw.mask)
+    assert acquisition.check_kspace("kspace", raw.kspace) is raw.kspace
+
+
+def test_prewhitening_with_noise_scans(tmp_path, sample):
+    noise = np.array([[1.0, 0, 0, 0], [0.5, 1.0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0.3, 0.5]])
+    write_file(tmp_path / "raw.h5", sample, noise=noise)
+    raw = read_ismrmrd(tmp_path / "raw.h5", tau=[0.5, 1.0, 1.5, 2.0, 8.0])
+    assert raw.prewhitened
+    plain = read_ismrmrd(tmp_path / "raw.h5", tau=[0.5, 1.0, 1.5, 2.0, 8.0], whiten=False)
+    # whitening W (lower triangular, W Psi W^H = I) mixes the coils of the plain data
+    psi = noise @ noise.T
+    w = np.linalg.inv(np.linalg.cholesky(psi))
+    expected = np.einsum("ij,tjxy->tixy", w, plain.kspace[0].numpy())
+    np.testing.assert_allclose(
+        raw.kspace[0].numpy(), expected, rtol=0.3, atol=0.05 * np.abs(expected).max()
+    )
+
+
+def test_errors(tmp_path, sample):
+    with pytest.raises(FileNotFoundError):
+        read_ismrmrd(tmp_path / "none.h5")
+    write_file(tmp_path / "raw.h5", sample)
+    with pytest.raises(ValueError, match="delays given"):
+        read_ismrmrd(tmp_path / "raw.h5", tau=[1.0])
