@@ -93,3 +93,21 @@ def test_errors(tmp_path, sample):
     write_file(tmp_path / "raw.h5", sample)
     with pytest.raises(ValueError, match="delays given"):
         read_ismrmrd(tmp_path / "raw.h5", tau=[1.0])
+
+
+def test_import_and_reconstruct_raw_data(tmp_path, sample):
+    from pinqi.cli import main
+    from pinqi.data.datasets import H5Dataset
+    from pinqi.io.ismrmrd import prepare_raw
+
+    write_file(tmp_path / "raw.h5", sample)
+    raw = read_ismrmrd(tmp_path / "raw.h5")
+    cropped = prepare_raw(raw, size=8)
+    assert cropped["kspace"].shape == (5, 4, 8, 8) and cropped["mask"].shape == (5, 1, 8)
+    with pytest.raises(ValueError, match="size must be even"):
+        prepare_raw(raw, size=32)
+    main(["import-ismrmrd", "--raw", str(tmp_path / "raw.h5"), "--out", str(tmp_path / "k.h5")])
+    stored = H5Dataset(tmp_path / "k.h5")
+    assert not stored.has_ground_truth and stored[0]["kspace"].shape == (5, 4, 16, 16)
+    main(["reconstruct", "--data", str(tmp_path / "k.h5"), "--out", str(tmp_path / "maps")])
+    assert (tmp_path / "maps" / "t1.nii.gz").is_file()

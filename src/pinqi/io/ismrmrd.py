@@ -143,3 +143,57 @@ def read_ismrmrd(
         tau=torch.tensor(tau, dtype=torch.float32),
         prewhitened=prewhitened,
     )
+
+
+def prepare_raw(raw: RawData, size: int | None = None, coil_method: str = "walsh") -> dict:
+    """Raw k-space ready for PINQI: optional k-space crop, coil maps and intensity scale.
+
+    Parameters
+    ----------
+    raw
+        Sorted k-space (:func:`read_ismrmrd`).
+    size
+        Crop the central ``size x size`` of k-space (a lower resolution over the same field
+        of view, e.g. to match a model trained at 96 x 96); None keeps the matrix.
+    coil_method
+        ``"walsh"`` or ``"ratio"``, estimated from the k-space lines all frames share (the
+        longest delay's frame).
+
+    Returns
+    -------
+    dict
+        A sample in the ``pinqi simulate`` layout without ground truth (``kspace``, ``mask``,
+        ``coil_maps``, ``tau``, ``noise_sigma``) and ``intensity_scale``: the k-space is
+        divided by the 99th percentile of the coil-combined calibration image of the longest
+        delay, the normalisation of :mod:`pinqi.data.undersample`.
+    """
+    from pinqi.physics import calibration_images, ratio_maps, walsh_maps
+
+    kspace, mask = raw.kspace, raw.mask
+    if size is not None:
+        height, width = kspace.shape[-2:]
+        if size > min(height, width) or size % 2:
+            raise ValueError(f"size must be even and <= the matrix {height}x{width}, got {size}")
+        top, left = height // 2 - size // 2, width // 2 - size // 2
+        kspace = kspace[..., top : top + size, left : left + size] * (
+            size / (height * width) ** 0.5
+        )
+        mask = mask[..., left : left + size]
+    longest = int(raw.tau.argmax())
+    calibration = calibration_images(kspace, mask, frame=longest)
+    estimate = {"walsh": walsh_maps, "ratio": ratio_maps}
+    if coil_method not in estimate:
+        raise ValueError(f"coil_method must be 'walsh' or 'ratio', got {coil_method!r}")
+    coil_maps = estimate[coil_method](calibration)
+    combined = (coil_maps.conj() * calibration).sum(1).abs()
+    scale = float(np.percentile(combined.numpy(), 99.0))
+    if not scale > 0:
+        raise ValueError("the calibration image is empty: cannot normalise intensity")
+    return {
+        "kspace": (kspace / scale)[0],
+        "mask": mask[0],
+        "coil_maps": coil_maps[0],
+        "tau": raw.tau,
+        "noise_sigma": torch.tensor(0.0),
+        "intensity_scale": scale,
+    }
