@@ -1,0 +1,1 @@
+"""MR sequences (Pulseq) for the acquisitions pinqi reconstructs."""
