@@ -27,7 +27,7 @@ def write_series(path, scale=1.0, magnitude=False, seed=4):
 def test_series_roundtrip_and_errors(tmp_path):
     write_series(tmp_path / "s.nii.gz")
     assert load_series(tmp_path / "s.nii.gz").shape == (5, 96, 96)
-    with pytest.raises(ValueError, match="dcm2niix"):
+    with pytest.raises(ValueError, match="no readable DICOM"):
         load_series(tmp_path)
     with pytest.raises(FileNotFoundError):
         load_series(tmp_path / "none.nii.gz")
@@ -91,3 +91,36 @@ def test_undersample_rejects_wrong_number_of_delays(tmp_path):
                 str(tmp_path / "x.h5"),
             ]
         )
+
+
+def write_dicom_series(folder, images):
+    """Single-frame 16-bit DICOM files, one per delay, in shuffled file order."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder.mkdir()
+    for number in (3, 1, 5, 2, 4):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / f"im{number}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.InstanceNumber = "MR", number
+        ds.Rows, ds.Columns = images.shape[1:]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 0.5, 0
+        ds.PixelData = (images[number - 1] * 2).astype(np.uint16).tobytes()
+        ds.save_as(folder / f"im{number}.dcm", enforce_file_format=True)
+
+
+def test_dicom_series_is_read_in_instance_order(tmp_path):
+    images = np.stack([np.full((8, 6), 100.0 * (k + 1)) for k in range(5)])
+    images[:, 2, 3] += 7
+    write_dicom_series(tmp_path / "dicom", images)
+    (tmp_path / "dicom" / "notes.txt").write_text("not DICOM")
+    series = load_series(tmp_path / "dicom")
+    assert series.shape == (5, 8, 6)
+    np.testing.assert_allclose(series.real.numpy(), images)
+    assert float(series.imag.abs().max()) == 0

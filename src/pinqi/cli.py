@@ -278,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pinqi reconstruct. Intensities are normalised (99th percentile of the longest delay "
         "= 1).",
     )
-    under.add_argument("--images", type=Path, required=True, help="image series (NIfTI)")
+    under.add_argument(
+        "--images", type=Path, required=True, help="image series: 3D NIfTI or DICOM folder"
+    )
     under.add_argument("--tau", required=True, help="delays in s, comma separated")
     under.add_argument("--acceleration", type=float, default=8.0)
     under.add_argument("--coils", type=int, default=8)

@@ -21,16 +21,50 @@ from pinqi.physics import CartesianAcquisition, birdcage_maps, variable_density_
 NORMALISATION_PERCENTILE = 99.0
 
 
-def load_series(path: str | Path) -> torch.Tensor:
-    """Multi-delay images ``(n_tau, H, W)`` complex64 from a 3D NIfTI (delays on the last axis).
+def load_dicom_series(folder: Path) -> torch.Tensor:
+    """Magnitude images ``(n_tau, H, W)`` of a folder of single-frame DICOM files.
 
-    Complex NIfTI data keep their phase; magnitude data get zero phase. Rows are flipped like
-    :func:`pinqi.io.nifti.write_nifti` writes them, so files of ``pinqi reconstruct`` round-trip.
-    A DICOM folder is not read directly: convert it to NIfTI first (e.g. with dcm2niix).
+    The frames are ordered by InstanceNumber (then file name); give the delays in that order.
+    Phase is not read (DICOM magnitude series), so the images get zero phase.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    frames = []
+    for file in files:
+        try:
+            dataset = pydicom.dcmread(file)
+        except InvalidDicomError:
+            continue
+        if "PixelData" not in dataset:
+            continue
+        number = int(getattr(dataset, "InstanceNumber", 0) or 0)
+        slope = float(getattr(dataset, "RescaleSlope", 1.0) or 1.0)
+        intercept = float(getattr(dataset, "RescaleIntercept", 0.0) or 0.0)
+        frames.append(
+            (number, file.name, dataset.pixel_array.astype(np.float32) * slope + intercept)
+        )
+    if not frames:
+        raise ValueError(f"{folder} holds no readable DICOM images")
+    shapes = {f[2].shape for f in frames}
+    if len(shapes) != 1:
+        raise ValueError(f"{folder}: the DICOM images have different sizes {sorted(shapes)}")
+    frames.sort(key=lambda f: (f[0], f[1]))
+    return torch.from_numpy(np.stack([f[2] for f in frames])).to(torch.complex64)
+
+
+def load_series(path: str | Path) -> torch.Tensor:
+    """Multi-delay images ``(n_tau, H, W)`` complex64 from a 3D NIfTI or a DICOM folder.
+
+    NIfTI: delays on the last axis; complex data keep their phase, magnitude data get zero
+    phase; rows are flipped like :func:`pinqi.io.nifti.write_nifti` writes them, so files of
+    ``pinqi reconstruct`` round-trip. DICOM: a folder of single-frame images, one per delay,
+    ordered by InstanceNumber (:func:`load_dicom_series`).
     """
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder: convert DICOM series to NIfTI (e.g. dcm2niix)")
+        return load_dicom_series(path)
     if not path.is_file():
         raise FileNotFoundError(f"image series not found: {path}")
     volume = np.asarray(nib.load(path).dataobj)
