@@ -93,6 +93,8 @@ def test_errors(tmp_path, sample):
     write_file(tmp_path / "raw.h5", sample)
     with pytest.raises(ValueError, match="delays given"):
         read_ismrmrd(tmp_path / "raw.h5", tau=[1.0])
+    with pytest.raises(ValueError, match="no imaging acquisitions of slice 3"):
+        read_ismrmrd(tmp_path / "raw.h5", slice_index=3)
 
 
 def test_import_and_reconstruct_raw_data(tmp_path, sample):

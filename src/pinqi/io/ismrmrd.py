@@ -39,6 +39,7 @@ def read_ismrmrd(
     tau: list[float] | None = None,
     group: str = "dataset",
     whiten: bool = True,
+    slice_index: int = 0,
 ) -> RawData:
     """Read and sort the acquisitions of an ISMRMRD file into (tau, coil, ky, kx).
 
@@ -60,6 +61,8 @@ def read_ismrmrd(
         HDF5 group of the data set.
     whiten
         Prewhiten with the noise scans when the file has them.
+    slice_index
+        The slice (``idx.slice``) to read from a multi-slice file.
     """
     import ismrmrd
     from ismrmrd import xsd
@@ -83,6 +86,8 @@ def read_ismrmrd(
                 noise.append(np.asarray(acquisition.data))
                 continue
             idx = acquisition.idx
+            if idx.slice != slice_index:
+                continue
             lines.append(
                 (
                     idx.contrast,
@@ -96,7 +101,7 @@ def read_ismrmrd(
     finally:
         dataset.close()
     if not lines:
-        raise ValueError(f"{path} holds no imaging acquisitions")
+        raise ValueError(f"{path} holds no imaging acquisitions of slice {slice_index}")
     by_contrast = any(c for c, _, _, _ in lines)
     frames = [c if by_contrast else r for c, r, _, _ in lines]
     n_tau = max(frames) + 1
