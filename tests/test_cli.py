@@ -13,7 +13,21 @@ def test_help_lists_subcommands():
     result = subprocess.run(
         [sys.executable, "-m", "pinqi", "--help"], capture_output=True, text=True, check=True
     )
-    for command in ("demo", "simulate", "train", "evaluate", "reconstruct", "info", "export"):
+    commands = (
+        "demo",
+        "simulate",
+        "train",
+        "evaluate",
+        "reconstruct",
+        "info",
+        "export",
+        "undersample",
+        "import-ismrmrd",
+        "fit",
+        "roi",
+        "sequence",
+    )
+    for command in commands:
         assert command in result.stdout
 
 
