@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     under = commands.add_parser(
         "undersample",
-        help="retrospectively undersample a measured multi-delay image series (NIfTI)",
+        help="retrospectively undersample a measured multi-delay image series (NIfTI, DICOM)",
         description="Apply simulated bird-cage coils and the training mask generator to a "
         "reconstructed image series (3D NIfTI, delays on the last axis, complex or magnitude) "
         "and write an HDF5 file in the pinqi simulate layout without ground truth, ready for "
