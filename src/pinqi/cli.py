@@ -89,7 +89,7 @@ def _export(args: argparse.Namespace) -> None:
 def _undersample(args: argparse.Namespace) -> None:
     from pinqi.data.datasets import write_h5
     from pinqi.data.simulation import SimulationConfig
-    from pinqi.data.undersample import UndersampledSeries, load_series, undersample
+    from pinqi.data.undersample import RealSample, load_series, undersample
 
     tau = [float(t) for t in args.tau.split(",")]
     config = SimulationConfig(
@@ -97,14 +97,14 @@ def _undersample(args: argparse.Namespace) -> None:
     )
     sample, scale = undersample(load_series(args.images), tau, config, args.seed)
     attributes = {"source": str(args.images), "intensity_scale": scale}
-    write_h5(args.out, UndersampledSeries(sample, config, args.seed), False, attributes)
+    write_h5(args.out, RealSample(sample, config, args.seed), False, attributes)
     print(f"wrote {args.out} (intensity divided by {scale:.4g}; no ground truth)")
 
 
 def _import_ismrmrd(args: argparse.Namespace) -> None:
     from pinqi.data.datasets import write_h5
     from pinqi.data.simulation import SimulationConfig
-    from pinqi.data.undersample import UndersampledSeries
+    from pinqi.data.undersample import RealSample
     from pinqi.io.ismrmrd import prepare_raw, read_ismrmrd
 
     tau = [float(t) for t in args.tau.split(",")] if args.tau else None
@@ -117,7 +117,7 @@ def _import_ismrmrd(args: argparse.Namespace) -> None:
         n_coils=sample["kspace"].shape[1],
     )
     attributes = {"source": str(args.raw), "intensity_scale": scale, "prewhitened": raw.prewhitened}
-    write_h5(args.out, UndersampledSeries(sample, config, seed=-1), False, attributes)
+    write_h5(args.out, RealSample(sample, config, seed=-1), False, attributes)
     print(f"wrote {args.out} ({len(sample['tau'])} frames, coils by {args.coils}, no ground truth)")
 
 

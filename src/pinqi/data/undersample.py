@@ -83,10 +83,19 @@ def normalise_intensity(images: torch.Tensor, longest: int) -> tuple[torch.Tenso
     delay (8 s) the signal is close to M0; this maps a scanner's arbitrary scale into that
     range. Returns the scaled images and the factor divided out.
     """
-    reference = float(np.percentile(images[longest].abs().numpy(), NORMALISATION_PERCENTILE))
-    if not reference > 0:
-        raise ValueError("the image of the longest delay is empty: cannot normalise intensity")
+    reference = intensity_scale(images[longest].abs())
     return images / reference, reference
+
+
+def intensity_scale(magnitude: torch.Tensor) -> float:
+    """The normalisation factor: the 99th percentile of a magnitude image of the longest delay.
+
+    Raises if it is zero (an empty image cannot be normalised).
+    """
+    scale = float(np.percentile(magnitude.numpy(), NORMALISATION_PERCENTILE))
+    if not scale > 0:
+        raise ValueError("the image of the longest delay is empty: cannot normalise intensity")
+    return scale
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -99,8 +108,8 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @dataclass
-class UndersampledSeries:
-    """A list-like of one sample for :func:`~pinqi.data.datasets.write_h5`."""
+class RealSample:
+    """One sample of real data (no ground truth), a sequence for :func:`~.datasets.write_h5`."""
 
     sample: dict[str, torch.Tensor]
     config: SimulationConfig

@@ -172,6 +172,7 @@ def prepare_raw(raw: RawData, size: int | None = None, coil_method: str = "walsh
         divided by the 99th percentile of the coil-combined calibration image of the longest
         delay, the normalisation of :mod:`pinqi.data.undersample`.
     """
+    from pinqi.data.undersample import intensity_scale
     from pinqi.physics import calibration_images, ratio_maps, walsh_maps
 
     kspace, mask = raw.kspace, raw.mask
@@ -190,10 +191,7 @@ def prepare_raw(raw: RawData, size: int | None = None, coil_method: str = "walsh
     if coil_method not in estimate:
         raise ValueError(f"coil_method must be 'walsh' or 'ratio', got {coil_method!r}")
     coil_maps = estimate[coil_method](calibration)
-    combined = (coil_maps.conj() * calibration).sum(1).abs()
-    scale = float(np.percentile(combined.numpy(), 99.0))
-    if not scale > 0:
-        raise ValueError("the calibration image is empty: cannot normalise intensity")
+    scale = intensity_scale((coil_maps.conj() * calibration).sum(1).abs())
     return {
         "kspace": (kspace / scale)[0],
         "mask": mask[0],
