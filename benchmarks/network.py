@@ -20,10 +20,10 @@ from dataclasses import replace
 
 import torch
 
+from pinqi.config import ExperimentConfig
 from pinqi.data.datasets import SimulatedDataset
-from pinqi.training.config import ExperimentConfig
+from pinqi.nets import PINQI
 from pinqi.training.losses import pinqi_loss
-from pinqi.training.module import build_model
 
 from _measure import machine, reset_peak, run_worker, status_bytes
 
@@ -37,7 +37,7 @@ def worker(size: int, batch: int, cg_iterations: int, train: int) -> None:
         model=replace(config.model, cg_iterations=cg_iterations),
     )
     torch.manual_seed(0)
-    model = build_model(config)
+    model = PINQI.from_config(config.model, config.data.signal_model, config.data.tau)
     dataset = SimulatedDataset(config.data, "val", batch, seed=0)
     data = {k: torch.stack([dataset[i][k] for i in range(batch)]) for k in dataset[0]}
     inputs = (data["kspace"], data["coil_maps"], data["mask"])

@@ -1,4 +1,5 @@
 import csv
+import re
 
 import nibabel as nib
 import numpy as np
@@ -6,12 +7,14 @@ import pytest
 import torch
 
 from pinqi.cli import main
-from pinqi.data.datasets import SimulatedDataset, write_h5
+from pinqi.config import ExperimentConfig
+from pinqi.data.datasets import H5Dataset, SimulatedDataset, write_h5
 from pinqi.data.simulation import SimulationConfig
 from pinqi.evaluation.baseline import cg_sense_fit
-from pinqi.evaluation.metrics import parameter_metrics, t1_from_r1
+from pinqi.evaluation.evaluate import reconstruct_all
+from pinqi.evaluation.metrics import MIN_R1, parameter_metrics, t1_from_r1
+from pinqi.io.checkpoints import load_model
 from pinqi.physics import SaturationRecovery
-from pinqi.training.config import ExperimentConfig
 from pinqi.training.run import train
 
 from test_training import TINY
@@ -36,6 +39,20 @@ def test_metrics_zero_for_perfect_and_known_for_scaled_t1():
         0.1, rel=1e-5
     )
     assert float(t1_from_r1(torch.tensor(-1.0))) == 10.0
+
+
+def test_t1_clamped_is_the_share_of_mask_pixels_below_min_r1():
+    truth = torch.stack([torch.ones(2, 4, 4), torch.zeros(2, 4, 4), torch.ones(2, 4, 4)], 1)
+    mask = torch.ones(2, 4, 4, dtype=torch.bool)
+    mask[:, 0] = False  # 12 pixels per sample inside the mask
+    prediction = truth.clone()
+    prediction[0, 2, 1, :3] = torch.tensor([0.05, -1.0, MIN_R1 / 2])  # 3 inside
+    prediction[0, 2, 2, 0] = MIN_R1  # not below the limit
+    prediction[0, 2, 0, :] = 0.0  # outside the mask
+    prediction[1, 2, 3, 3] = 0.0  # 1 inside
+    metrics = parameter_metrics(prediction, truth, mask)
+    torch.testing.assert_close(metrics["t1_clamped"], torch.tensor([3 / 12, 1 / 12]))
+    assert list(metrics) == ["t1_nrmse", "t1_mae", "t1_clamped", "m0_nrmse", "m0_mae"]
 
 
 def test_baseline_recovers_t1_from_fully_sampled_data():
@@ -69,15 +86,38 @@ def test_evaluate_writes_metrics_summary_and_figures(trained, capsys):
             str(data),
             "--out",
             str(root / "ev"),
+            "--device",
+            "cpu",
         ]
     )
     rows = list(csv.DictReader(open(root / "ev" / "metrics.csv")))
-    assert {"sample", "method", "t1_nrmse", "t1_mae"} <= set(rows[0])
+    assert {"sample", "method", "t1_nrmse", "t1_mae", "t1_clamped"} <= set(rows[0])
     assert len(rows) == 6 and {r["method"] for r in rows} == {"PINQI", "CG-SENSE + fit"}
     assert all(np.isfinite(float(r["t1_nrmse"])) for r in rows)
+    assert all(0 <= float(r["t1_clamped"]) <= 1 for r in rows)
     for name in ("summary.md", "maps.png", "distributions.png"):
         assert (root / "ev" / name).is_file()
-    assert "PINQI" in capsys.readouterr().out
+    summary = (root / "ev" / "summary.md").read_text()
+    assert "t1_clamped" in summary and "||x - x_true|| / ||x_true||" in summary
+    out = capsys.readouterr().out
+    assert "PINQI" in out and re.search(r"time: data .* s, PINQI .* s/sample\), baseline", out)
+
+
+def test_reconstruct_all_counts_samples_and_times_each_stage(trained, capsys):
+    checkpoint, data, _ = trained
+    model, _ = load_model(checkpoint)
+    result = reconstruct_all(model, H5Dataset(data), batch_size=2, baseline=True, device="cpu")
+    assert "3/3" in capsys.readouterr().err  # the bar counts samples, not batches
+    assert set(result.maps) == {"PINQI", "CG-SENSE + fit"}
+    assert all(m.shape == (3, 3, 16, 16) and m.device.type == "cpu" for m in result.maps.values())
+    assert set(result.seconds) == {"data", "PINQI", "baseline"}
+    assert all(s >= 0 for s in result.seconds.values())
+    assert re.fullmatch(
+        r"time: data \d+\.\d s, PINQI \d+\.\d s \(\d+\.\d\d s/sample\), baseline \d+\.\d s",
+        result.timing(),
+    )
+    alone = reconstruct_all(model, H5Dataset(data), batch_size=2, baseline=False, progress=False)
+    assert set(alone.seconds) == {"data", "PINQI"} and "baseline" not in alone.timing()
 
 
 def test_reconstruct_writes_hdf5_nifti_and_png(trained):
@@ -91,6 +131,8 @@ def test_reconstruct_writes_hdf5_nifti_and_png(trained):
             str(data),
             "--out",
             str(root / "rec"),
+            "--device",
+            "cpu",
         ]
     )
     t1 = nib.load(root / "rec" / "t1.nii.gz")

@@ -19,7 +19,8 @@ def test_fit_of_fully_sampled_data_recovers_t1(tmp_path):
     data = write_h5(
         tmp_path / "full.h5", SimulatedDataset(config, "test", 2, seed=3), progress=False
     )
-    main(["fit", "--data", str(data), "--model", "saturation", "--out", str(tmp_path / "fit")])
+    out = str(tmp_path / "fit")
+    main(["fit", "--data", str(data), "--model", "saturation", "--out", out, "--device", "cpu"])
     with h5py.File(tmp_path / "fit" / "params.h5") as f:
         params = torch.from_numpy(f["params"][()])
     stored = H5Dataset(data)

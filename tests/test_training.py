@@ -6,9 +6,9 @@ import torch
 import yaml
 
 from pinqi.cli import main
+from pinqi.config import ExperimentConfig
 from pinqi.data.datasets import SimulatedDataset
 from pinqi.io.checkpoints import export_model, load_model
-from pinqi.training.config import ExperimentConfig
 from pinqi.training.losses import parameter_loss
 from pinqi.training.module import PINQITask
 from pinqi.training.run import train
@@ -164,7 +164,7 @@ def test_signal_model_and_delays_selectable_in_the_preset(tmp_path):
     assert batch["params"].shape == (2, 5, 16, 16) and batch["kspace"].shape[1] == 6
     last = train(config, tmp_path / "run")
     model, _ = load_model(last)
-    assert model.model.n_params == 5 and model.parameter_net.head.out_channels == 5
+    assert model.signal_model.n_params == 5 and model.parameter_net.head.out_channels == 5
     with torch.no_grad():
         out = model(batch["kspace"], batch["coil_maps"], batch["mask"]).parameters[-1]
     assert out.shape == (2, 5, 16, 16) and torch.isfinite(out).all()

@@ -78,16 +78,19 @@ def check_broadcastable(name: str, x: torch.Tensor, target: Sequence[int], layou
         )
 
 
-def check_regularization(name: str, lam: object, batch: int, dtype: torch.dtype) -> torch.Tensor:
+def check_regularization(
+    name: str, lam: object, batch: int, dtype: torch.dtype, device: torch.device | str
+) -> torch.Tensor:
     """Check a regularization strength: a real scalar or ``(batch,)`` tensor, finite, >= 0.
 
     Returns
     -------
     torch.Tensor
-        The strength as a ``(batch,)`` view (broadcast from a scalar if needed) of ``dtype``.
+        The strength as a ``(batch,)`` view (broadcast from a scalar if needed) of ``dtype``
+        on ``device`` (the device of the data it regularizes).
     """
     if isinstance(lam, (int, float)):
-        lam = torch.tensor(float(lam), dtype=dtype)
+        lam = torch.tensor(float(lam), dtype=dtype, device=device)
     lam = check_tensor(name, lam)
     if lam.is_complex() or not lam.is_floating_point():
         raise ValueError(f"{name} must be a real floating point tensor, got {lam.dtype}")
@@ -98,12 +101,19 @@ def check_regularization(name: str, lam: object, batch: int, dtype: torch.dtype)
     check_finite(name, lam)
     if bool((lam < 0).any()):
         raise ValueError(f"{name} must be non-negative, got min {float(lam.min()):.3g}")
-    return lam.to(dtype).reshape(-1).expand(batch)
+    return lam.to(device=device, dtype=dtype).reshape(-1).expand(batch)
+
+
+_REAL_OF_COMPLEX = {
+    torch.complex32: torch.float16,
+    torch.complex64: torch.float32,
+    torch.complex128: torch.float64,
+}
 
 
 def real_dtype_of(dtype: torch.dtype) -> torch.dtype:
     """Return the real dtype matching a (complex or real) floating point ``dtype``."""
-    return torch.empty(0, dtype=dtype).real.dtype
+    return _REAL_OF_COMPLEX.get(dtype, dtype)
 
 
 def complex_dtype_of(dtype: torch.dtype) -> torch.dtype:

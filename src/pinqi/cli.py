@@ -36,7 +36,7 @@ def _simulate(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from pinqi.training.config import ExperimentConfig
+    from pinqi.config import ExperimentConfig
     from pinqi.training.run import train
 
     config = ExperimentConfig.from_yaml(args.config)
@@ -49,11 +49,11 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
-    from pinqi.training.config import ExperimentConfig
-    from pinqi.training.module import build_model
+    from pinqi.config import ExperimentConfig
+    from pinqi.nets import PINQI
 
     config = ExperimentConfig.from_yaml(args.config)
-    model = build_model(config)
+    model = PINQI.from_config(config.model, config.data.signal_model, config.data.tau)
     paper = {"image_net": 597_323, "parameter_net": 2_235_308}
     print(f"PINQI ({config.name}): T = {config.model.iterations} iterations")
     for name in ("image_net", "parameter_net"):
@@ -67,14 +67,16 @@ def _info(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from pinqi.evaluation.evaluate import evaluate
 
-    evaluate(args.checkpoint, args.data, args.out, batch_size=args.batch_size)
+    evaluate(args.checkpoint, args.data, args.out, batch_size=args.batch_size, device=args.device)
     print(f"wrote {args.out / 'metrics.csv'}, summary.md, maps.png and distributions.png")
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
     from pinqi.evaluation.evaluate import reconstruct
 
-    out = reconstruct(args.checkpoint, args.data, args.out, batch_size=args.batch_size)
+    out = reconstruct(
+        args.checkpoint, args.data, args.out, batch_size=args.batch_size, device=args.device
+    )
     print(f"wrote {out / 'params.h5'}, t1.nii.gz, m0.nii.gz and PNGs")
 
 
@@ -137,7 +139,7 @@ def _sequence(args: argparse.Namespace) -> None:
 def _fit(args: argparse.Namespace) -> None:
     from pinqi.evaluation.fit import fit_file
 
-    out = fit_file(args.data, args.model, args.out)
+    out = fit_file(args.data, args.model, args.out, device=args.device)
     print(f"wrote {out / 'params.h5'}, t1.nii.gz and m0.nii.gz")
 
 
@@ -167,6 +169,15 @@ def _roi(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def _device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="torch device: auto, cpu, cuda or cuda:N (default: auto = cuda when available, "
+        "else cpu)",
+    )
+
+
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
@@ -176,6 +187,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="HDF5 file of pinqi simulate")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=4)
+    _device_argument(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", choices=("saturation", "inversion", "inversion-ab"), default="saturation"
     )
     fit.add_argument("--out", type=Path, required=True, help="output folder")
+    _device_argument(fit)
     fit.set_defaults(run=_fit)
 
     roi = commands.add_parser(

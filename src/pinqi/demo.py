@@ -67,7 +67,7 @@ def run_demo(out: Path, checkpoint: str | Path = DEFAULT_MODEL, seed: int = 0) -
         pinqi = model(*inputs).parameters[-1]
     pinqi_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    baseline, cg_info, fit_info = cg_sense_fit(model.model, *inputs, return_info=True)
+    baseline, cg_info, fit_info = cg_sense_fit(model.signal_model, *inputs, return_info=True)
     baseline_seconds = time.perf_counter() - start
     print(_describe(cg_info, "baseline, layer 1 (CG-SENSE data consistency)"))
     print(_describe(fit_info, "baseline, layer 2 (pixel-wise signal fit, newton)"))

@@ -10,6 +10,7 @@ and test sets are written once to HDF5 (:func:`write_h5`) and read back with :cl
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -145,10 +146,14 @@ class SimulatedDataset(torch.utils.data.Dataset):
         return self.n_samples
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.sample(index, self.epoch)
+
+    def sample(self, index: int, epoch: int) -> dict[str, torch.Tensor]:
+        """Sample ``index`` of ``epoch`` (what ``self[index]`` gives after ``set_epoch(epoch)``)."""
         if not 0 <= index < self.n_samples:
             raise IndexError(f"index {index} out of range for {self.n_samples} samples")
         config = self.config
-        generator = sample_generator(self.seed, self.split, self.epoch, index)
+        generator = sample_generator(self.seed, self.split, epoch, index)
         fractions, spacing, origin = self.anatomy.draw(generator)
         transform = SliceTransform()
         if self.split == "train":
@@ -164,6 +169,56 @@ class SimulatedDataset(torch.utils.data.Dataset):
         sample["subject"] = torch.tensor(origin["subject"])
         sample["slice"] = torch.tensor(origin["slice"])
         return sample
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Shuffled indices of one epoch's samples that carry the epoch: ``epoch * n + i``.
+
+    With :class:`EpochIndexedDataset`, fresh samples every epoch reach persistent DataLoader
+    workers (whose copy of the data set never sees ``set_epoch``); the epoch lives here, in the
+    main process, and Lightning advances it with :meth:`set_epoch`.
+
+    Parameters
+    ----------
+    n_samples
+        Samples per epoch.
+    seed
+        Seed of the shuffling.
+    shuffle
+        Shuffle within an epoch.
+    """
+
+    def __init__(self, n_samples: int, seed: int, shuffle: bool = True) -> None:
+        self.n_samples, self.seed, self.shuffle = n_samples, seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Yield the samples of ``epoch`` from the next iteration on."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.arange(self.n_samples)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n_samples, generator=generator)
+        yield from (self.epoch * self.n_samples + order).tolist()
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+
+class EpochIndexedDataset(torch.utils.data.Dataset):
+    """A :class:`SimulatedDataset` indexed by ``epoch * n + i`` (see :class:`EpochSampler`)."""
+
+    def __init__(self, dataset: SimulatedDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        epoch, i = divmod(index, self.dataset.n_samples)
+        return self.dataset.sample(i, epoch)
 
 
 #: HDF5 datasets written per sample, with their dtypes in the file.

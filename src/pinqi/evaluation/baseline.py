@@ -40,9 +40,10 @@ def cg_sense_fit(
 ) -> torch.Tensor | tuple[torch.Tensor, SolverInfo, SolverInfo]:
     """Parameter maps ``(batch, P, H, W)`` of the baseline for k-space ``(batch, T, C, H, W)``.
 
-    With ``return_info``, also the convergence reports of the CG and of the fit.
+    Runs on the device of the inputs (the signal model must be there too). With
+    ``return_info``, also the convergence reports of the CG and of the fit.
     """
-    zero = torch.zeros(kspace.shape[:2] + kspace.shape[3:], dtype=kspace.dtype)
+    zero = kspace.new_zeros(kspace.shape[:2] + kspace.shape[3:])
     images, cg_info = data_consistency(
         kspace,
         coil_maps,

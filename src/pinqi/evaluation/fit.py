@@ -13,7 +13,7 @@ from pinqi.solvers import data_consistency, signal_fit
 
 
 def combine(kspace: torch.Tensor, coil_maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Coil-combined images ``(batch, n_tau, H, W)``.
+    """Coil-combined images ``(batch, n_tau, H, W)``, on the device of the inputs.
 
     A^H k where fully sampled (exact for normalised coils), else a lightly regularised
     CG-SENSE reconstruction.
@@ -21,7 +21,7 @@ def combine(kspace: torch.Tensor, coil_maps: torch.Tensor, mask: torch.Tensor) -
     acquisition = CartesianAcquisition(coil_maps, mask)
     if bool(acquisition.mask.bool().all()):
         return acquisition.adjoint(kspace)
-    zero = torch.zeros(acquisition.image_shape, dtype=kspace.dtype)
+    zero = kspace.new_zeros(acquisition.image_shape)
     return data_consistency(kspace, coil_maps, mask, [1e-3], [zero], max_iter=50, warn=False)
 
 
@@ -31,16 +31,33 @@ def fit_images(model: SignalModel, images: torch.Tensor, lam: float = 1e-4) -> t
     return signal_fit(model, images, start, lam, max_iter=200, warn=False)
 
 
-def fit_file(data: str | Path, model_name: str, out: str | Path) -> Path:
+def fit_file(
+    data: str | Path, model_name: str, out: str | Path, device: str | torch.device = "cpu"
+) -> Path:
     """Fit every sample of an HDF5 file in the ``pinqi simulate`` layout.
 
     Only ``kspace``, ``mask``, ``coil_maps`` and ``tau`` are read, so files without ground
     truth work. Writes ``params.h5``, ``t1.nii.gz`` (T1 in s) and ``m0.nii.gz`` (|M0|, or |a|
     for the a + b exp model).
+
+    Parameters
+    ----------
+    data
+        HDF5 file.
+    model_name
+        Signal model (:data:`~pinqi.physics.SIGNAL_MODELS`).
+    out
+        Output folder.
+    device
+        Where to combine and fit: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``
+        (:func:`~pinqi.evaluation.evaluate.resolve_device`); the results are written from
+        the CPU.
     """
+    from pinqi.evaluation.evaluate import resolve_device
     from pinqi.evaluation.metrics import t1_from_r1
     from pinqi.io.nifti import write_nifti
 
+    device = resolve_device(device)
     data, out = Path(data), Path(out)
     if not data.is_file():
         raise FileNotFoundError(f"data file not found: {data}")
@@ -48,12 +65,12 @@ def fit_file(data: str | Path, model_name: str, out: str | Path) -> Path:
         missing = [k for k in ("kspace", "mask", "coil_maps", "tau") if k not in f]
         if missing:
             raise KeyError(f"{data} lacks the datasets {missing}")
-        kspace = torch.from_numpy(f["kspace"][()])
-        mask = torch.from_numpy(f["mask"][()])
-        coil_maps = torch.from_numpy(f["coil_maps"][()])
+        kspace = torch.from_numpy(f["kspace"][()]).to(device)
+        mask = torch.from_numpy(f["mask"][()]).to(device)
+        coil_maps = torch.from_numpy(f["coil_maps"][()]).to(device)
         tau = torch.from_numpy(f["tau"][()]).double()
-    model = signal_model(model_name, tau)
-    params = fit_images(model, combine(kspace, coil_maps, mask))
+    model = signal_model(model_name, tau).to(device)
+    params = fit_images(model, combine(kspace, coil_maps, mask)).cpu()
     out.mkdir(parents=True, exist_ok=True)
     t1 = t1_from_r1(params[:, -1]).numpy()
     m0 = torch.complex(params[:, 0], params[:, 1]).numpy()

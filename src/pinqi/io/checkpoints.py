@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
+from pinqi.config import ExperimentConfig
 from pinqi.nets.pinqi import PINQI
-from pinqi.training.config import ExperimentConfig
 
 #: The model shipped with the package (trained with ``configs/cpu.yaml``).
 DEFAULT_MODEL = "default"
@@ -31,8 +31,6 @@ def load_model(checkpoint: str | Path, map_location: str = "cpu") -> tuple[PINQI
     map_location
         Device to load onto.
     """
-    from pinqi.training.module import build_model
-
     path = default_model_path() if str(checkpoint) == DEFAULT_MODEL else Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -49,9 +47,42 @@ def load_model(checkpoint: str | Path, map_location: str = "cpu") -> tuple[PINQI
         weights = state["state_dict"]
     else:
         raise ValueError(f"{path} is neither a pinqi Lightning checkpoint nor an exported model")
-    model = build_model(config)
+    model = PINQI.from_config(config.model, config.data.signal_model, config.data.tau)
     model.load_state_dict(weights)
     return model.eval(), config
+
+
+def package_commit() -> str | None:
+    """The git commit of the installed pinqi package itself, or None where it is not known.
+
+    Asks git in the package's own source folder (not the current folder), and only trusts the
+    answer when that folder belongs to a checkout of pinqi (its top level holds pinqi's
+    ``pyproject.toml`` and ``src/pinqi``); a ``+dirty`` suffix marks uncommitted changes.
+    """
+    import subprocess
+
+    package = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            result = subprocess.run(
+                ["git", "-C", str(package), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or package != (Path(top) / "src" / "pinqi").resolve():
+        return None
+    pyproject = Path(top) / "pyproject.toml"
+    if not pyproject.is_file() or 'name = "pinqi"' not in pyproject.read_text():
+        return None
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src")
+    return commit + ("+dirty" if dirty else "")
 
 
 def model_card(checkpoint: str | Path, notes: str = "") -> dict:
@@ -60,7 +91,6 @@ def model_card(checkpoint: str | Path, notes: str = "") -> dict:
     The last validation metrics are read from the run's ``logs/metrics.csv`` when present.
     """
     import csv
-    import subprocess
     from datetime import datetime, timezone
 
     from pinqi import __version__
@@ -68,12 +98,7 @@ def model_card(checkpoint: str | Path, notes: str = "") -> dict:
     checkpoint = Path(checkpoint)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     config = ExperimentConfig.from_dict(state["hyper_parameters"]["config"])
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = package_commit()
     validation = {}
     log = checkpoint.parent.parent / "logs" / "metrics.csv"
     if log.is_file():
@@ -85,7 +110,7 @@ def model_card(checkpoint: str | Path, notes: str = "") -> dict:
     return {
         "name": config.name,
         "pinqi_version": __version__,
-        "commit": commit,
+        "commit": commit or "unknown (not a git checkout of pinqi)",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "training_steps": int(state.get("global_step", 0)),
         "epochs": int(state.get("epoch", 0)),

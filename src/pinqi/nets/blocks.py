@@ -11,13 +11,12 @@ import math
 import torch
 from torch import nn
 
-#: Channels per GroupNorm group (paper: group size 16).
-GROUP_SIZE = 16
 
-
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with groups of :data:`GROUP_SIZE` channels (at least one group)."""
-    return nn.GroupNorm(max(1, channels // GROUP_SIZE), channels)
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm with ``groups`` groups, or their greatest common divisor with ``channels``."""
+    if groups < 1:
+        raise ValueError(f"GroupNorm needs at least one group, got {groups}")
+    return nn.GroupNorm(math.gcd(groups, channels), channels)
 
 
 class IterationEmbedding(nn.Module):
@@ -92,12 +91,21 @@ class ResidualBlock(nn.Module):
         Operate on ``(batch, C, frames, H, W)`` instead of ``(batch, C, H, W)``.
     embedding_dim
         Width of the iteration embedding for FiLM; 0 disables FiLM.
+    norm_groups
+        Groups of both GroupNorms.
     """
 
-    def __init__(self, c_in: int, c_out: int, pseudo3d: bool, embedding_dim: int = 0) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        pseudo3d: bool,
+        embedding_dim: int = 0,
+        norm_groups: int = 16,
+    ) -> None:
         super().__init__()
         self.conv1 = spatial_conv(c_in, c_out, pseudo3d)
-        self.norm1 = group_norm(c_out)
+        self.norm1 = group_norm(c_out, norm_groups)
         self.film = FiLM(embedding_dim, c_out) if embedding_dim else None
         self.conv2 = spatial_conv(c_out, c_out, pseudo3d)
         self.frame_conv = (
@@ -107,7 +115,7 @@ class ResidualBlock(nn.Module):
             if pseudo3d
             else None
         )
-        self.norm2 = group_norm(c_out)
+        self.norm2 = group_norm(c_out, norm_groups)
         self.skip = pointwise_conv(c_in, c_out, pseudo3d) if c_in != c_out else nn.Identity()
         self.alpha = nn.Parameter(torch.tensor(1e-3))
         self.act = nn.SiLU()

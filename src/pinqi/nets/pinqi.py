@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pinqi.nets.unet import UNet
-from pinqi.physics import CartesianAcquisition, SignalModel
-from pinqi.solvers import data_consistency, signal_fit
+from pinqi.physics import CartesianAcquisition, SignalModel, signal_model
+from pinqi.solvers import SolverInfo
+from pinqi.solvers.data_consistency import solve_data_consistency
+from pinqi.solvers.signal_fit import Solver, solve_signal_fit
 
 #: softplus sharpness of the positive regularisation strengths (paper: beta = 5).
 LAMBDA_BETA = 5.0
@@ -46,15 +49,21 @@ class PINQIConfig:
         Unrolled iterations T.
     image_features, parameter_features
         UNet channels per level of Y_theta and P_theta.
+    image_norm_groups, parameter_norm_groups
+        GroupNorm groups per layer of Y_theta and P_theta (the authors' code: 8 and 16); a
+        layer whose channels are not divisible uses the greatest common divisor.
     cg_iterations, cg_init_iterations
         CG iterations per data-consistency layer and for the initial images.
+    fit_solver
+        Solver of the signal-fit layer: ``newton`` (per-pixel projected Newton, exact
+        backward) or ``lbfgs`` (the paper's L-BFGS on trigonometrically bounded variables).
     fit_iterations
-        Newton iterations of the signal fit.
+        Iterations of the signal fit.
     lambda_p, lambda_y, lambda_q, lambda_q_step
         Initial strengths: lambda_p, lambda_y, and lambda_q + lambda_q_step * i at iteration i.
     parameter_init, parameter_scale
-        P_theta's output p = init + 10 scale tanh(o), per parameter (a well-scaled start);
-        default: the signal model's ``typical`` values and spreads.
+        P_theta's output at a zero UNet output, and its slope there / 10, per parameter (a
+        well-scaled start); default: the signal model's ``typical`` values and spreads.
     use_image_regulariser, use_parameter_regulariser, use_signal_fit, iterate_networks
         Ablations (Sec. 3.4): without Y_theta, without P_theta (lambda_p = 0: a pure fit),
         without the non-linear solver (p = P_theta), UNets applied once.
@@ -63,8 +72,11 @@ class PINQIConfig:
     iterations: int = 5
     image_features: tuple[int, ...] = (16, 32, 48, 64)
     parameter_features: tuple[int, ...] = (32, 64, 96, 128)
+    image_norm_groups: int = 8
+    parameter_norm_groups: int = 16
     cg_iterations: int = 15
     cg_init_iterations: int = 2
+    fit_solver: Solver = "newton"
     fit_iterations: int = 20
     lambda_p: float = 3.0
     lambda_y: float = 0.1
@@ -76,6 +88,17 @@ class PINQIConfig:
     use_parameter_regulariser: bool = True
     use_signal_fit: bool = True
     iterate_networks: bool = True
+
+    def __post_init__(self) -> None:
+        if self.fit_solver not in get_args(Solver):
+            raise ValueError(
+                f"fit_solver must be one of {get_args(Solver)}, got {self.fit_solver!r}"
+            )
+        if self.iterations < 1 or self.cg_iterations < 1 or self.fit_iterations < 1:
+            raise ValueError(
+                "iterations, cg_iterations and fit_iterations must be >= 1, got "
+                f"{self.iterations}, {self.cg_iterations}, {self.fit_iterations}"
+            )
 
 
 @dataclass
@@ -90,11 +113,18 @@ class PINQIOutput:
         ``T + 1`` image series ``(batch, n_tau, H, W)``.
     parameter_priors
         The ``T + 1`` outputs of P_theta (p_reg).
+    cg_infos
+        Convergence report of the forward solve of each of the ``T`` data-consistency layers
+        (relative residual per batch element).
+    fit_infos
+        Convergence report of each of the ``T`` signal fits (empty without the fit layer).
     """
 
     parameters: list[torch.Tensor]
     images: list[torch.Tensor]
     parameter_priors: list[torch.Tensor]
+    cg_infos: list[SolverInfo] = field(default_factory=list)
+    fit_infos: list[SolverInfo] = field(default_factory=list)
 
 
 class PINQI(nn.Module):
@@ -106,38 +136,49 @@ class PINQI(nn.Module):
     p_i = argmin ||q(p) - y_i||^2 + lambda_p ||p - p_reg||^2 (Eq. 13, signal-fit layer).
     The initial images are a few CG iterations on the normal equations, p_0 = P_theta(y_0, 0).
     Weights are shared across iterations; the strengths are per iteration, positive through
-    softplus with beta = 5.
+    softplus with beta = 5. The inputs are validated once per forward pass; the layers inside
+    run without checks.
 
     Parameters
     ----------
-    model
+    signal_model
         The signal model q (its ``n_params`` and bounds define the parameters).
-    n_tau
-        Number of frames (delays).
     config
         Architecture and solver settings.
     """
 
-    def __init__(self, model: SignalModel, config: PINQIConfig = PINQIConfig()) -> None:
+    def __init__(self, signal_model: SignalModel, config: PINQIConfig = PINQIConfig()) -> None:
         super().__init__()
-        self.model = model
+        self.signal_model = signal_model
         self.config = config
-        n_tau, n_params = model.n_tau, model.n_params
+        n_tau, n_params = signal_model.n_tau, signal_model.n_params
         self.image_net = (
-            UNet(2, 2, config.image_features, pseudo3d=True)
+            UNet(2, 2, config.image_features, pseudo3d=True, norm_groups=config.image_norm_groups)
             if config.use_image_regulariser
             else None
         )
-        self.parameter_net = UNet(2 * n_tau, n_params, config.parameter_features)
-        init = config.parameter_init or tuple(v for v, _ in model.typical)
-        scale = config.parameter_scale or tuple(s for _, s in model.typical)
+        self.parameter_net = UNet(
+            2 * n_tau, n_params, config.parameter_features, norm_groups=config.parameter_norm_groups
+        )
+        init = config.parameter_init or tuple(v for v, _ in signal_model.typical)
+        scale = config.parameter_scale or tuple(s for _, s in signal_model.typical)
         if len(init) != n_params or len(scale) != n_params:
             raise ValueError(
                 f"parameter_init and parameter_scale need {n_params} values for "
-                f"{type(model).__name__}, got {init}, {scale}"
+                f"{type(signal_model).__name__}, got {init}, {scale}"
             )
+        outside = [
+            (name, v, box)
+            for name, v, box in zip(
+                signal_model.parameter_names, init, signal_model.bounds, strict=True
+            )
+            if not box[0] < v < box[1]
+        ]
+        if outside:
+            raise ValueError(f"parameter_init must lie inside the signal model's bounds: {outside}")
         self.register_buffer("parameter_init", torch.tensor(init))
         self.register_buffer("parameter_scale", torch.tensor(scale))
+        self.register_buffer("parameter_bounds", torch.tensor(signal_model.bounds))
         t = config.iterations
         self.raw_lambda_y = nn.Parameter(torch.full((t,), inverse_softplus(config.lambda_y)))
         self.raw_lambda_q = nn.Parameter(
@@ -150,6 +191,13 @@ class PINQI(nn.Module):
         )
         self.raw_lambda_p = nn.Parameter(torch.full((t,), inverse_softplus(config.lambda_p)))
 
+    @classmethod
+    def from_config(
+        cls, config: PINQIConfig, signal_model_name: str, tau: Sequence[float]
+    ) -> PINQI:
+        """The network of ``config`` for the signal model ``signal_model_name`` at ``tau`` (s)."""
+        return cls(signal_model(signal_model_name, torch.tensor(tau)), config)
+
     def strengths(self) -> dict[str, torch.Tensor]:
         """The positive per-iteration strengths lambda_y, lambda_q, lambda_p, each ``(T,)``."""
         return {
@@ -157,41 +205,48 @@ class PINQI(nn.Module):
             for name in ("lambda_y", "lambda_q", "lambda_p")
         }
 
+    def parameters_from_output(self, out: torch.Tensor) -> torch.Tensor:
+        """Map P_theta's raw output ``(batch, P, H, W)`` smoothly into the open parameter box.
+
+        p = lower + (upper - lower) sigmoid(a o + b), with b such that o = 0 gives
+        ``parameter_init`` and a such that the slope there is 10 ``parameter_scale`` (the
+        scaling of the authors' ``init + 10 scale tanh(o)``). Unlike a clamp, every output
+        keeps a non-zero gradient and stays strictly inside the signal fit's bounds.
+        """
+        shape = (1, -1, 1, 1)
+        lower, upper = (b.reshape(shape) for b in self.parameter_bounds.unbind(1))
+        width = upper - lower
+        start = ((self.parameter_init.reshape(shape) - lower) / width).to(out.dtype)
+        gain = 10 * self.parameter_scale.reshape(shape) / (width * start * (1 - start))
+        return lower + width * torch.sigmoid(gain * out + torch.logit(start))
+
     def predict_parameters(self, images: torch.Tensor, iteration: int) -> torch.Tensor:
         """P_theta: images ``(batch, n_tau, H, W)`` -> parameters ``(batch, P, H, W)``."""
         x = complex_to_channels(images).flatten(1, 2)
-        out = self.parameter_net(x, torch.full((len(x),), float(iteration), device=x.device))
-        shape = (1, -1, 1, 1)
-        p = self.parameter_init.reshape(shape) + 10 * self.parameter_scale.reshape(
-            shape
-        ) * torch.tanh(out)
-        lower = torch.tensor([lo for lo, _ in self.model.bounds], device=p.device, dtype=p.dtype)
-        upper = torch.tensor([hi for _, hi in self.model.bounds], device=p.device, dtype=p.dtype)
-        return torch.maximum(torch.minimum(p, upper.reshape(shape)), lower.reshape(shape))
+        iteration_t = torch.full((len(x),), float(iteration), device=x.device, dtype=x.dtype)
+        return self.parameters_from_output(self.parameter_net(x, iteration_t))
 
     def regularise_images(self, images: torch.Tensor, iteration: int) -> torch.Tensor:
         """Y_theta: a residual correction of the images ``(batch, n_tau, H, W)``."""
         x = complex_to_channels(images)
-        iteration_t = torch.full((len(x),), float(iteration), device=x.device)
+        iteration_t = torch.full((len(x),), float(iteration), device=x.device, dtype=x.dtype)
         return images + channels_to_complex(self.image_net(x, iteration_t))
 
     def initial_images(
-        self, kspace: torch.Tensor, coil_maps: torch.Tensor, mask: torch.Tensor
+        self, acquisition: CartesianAcquisition, kspace: torch.Tensor
     ) -> torch.Tensor:
         """A few CG iterations on A^H A y = A^H k from y = A^H k (no gradient needed)."""
         with torch.no_grad():
-            start = CartesianAcquisition(coil_maps, mask).adjoint(kspace)
-            return data_consistency(
+            y, _ = solve_data_consistency(
+                acquisition,
                 kspace,
-                coil_maps,
-                mask,
                 [],
                 [],
                 max_iter=self.config.cg_init_iterations,
                 tol=0.0,
-                x0=start,
-                warn=False,
+                x0=acquisition.adjoint(kspace),
             )
+        return y
 
     def forward(
         self, kspace: torch.Tensor, coil_maps: torch.Tensor, mask: torch.Tensor
@@ -207,47 +262,61 @@ class PINQI(nn.Module):
         mask
             Sampling mask broadcastable to ``(batch, n_tau, H, W)``.
         """
+        acquisition = CartesianAcquisition(coil_maps, mask)
+        kspace = acquisition.check_kspace("kspace", kspace)
+        if acquisition.image_shape[1] != self.signal_model.n_tau:
+            raise ValueError(
+                f"kspace has {acquisition.image_shape[1]} frames but the network was built for "
+                f"n_tau={self.signal_model.n_tau}"
+            )
         config = self.config
-        lam = self.strengths()
-        y = self.initial_images(kspace, coil_maps, mask)
+        batch = acquisition.image_shape[0]
+        lam = {name: value.to(kspace.real.dtype) for name, value in self.strengths().items()}
+        y = self.initial_images(acquisition, kspace)
         p_reg = self.predict_parameters(y, 0)
         p = p_reg
         out = PINQIOutput([p], [y], [p_reg])
         y_reg = y
         for i in range(config.iterations):
-            lambdas: Sequence[torch.Tensor] = [lam["lambda_q"][i]]
-            priors: Sequence[torch.Tensor] = [self.model(p)]
+            lambdas: Sequence[torch.Tensor] = [lam["lambda_q"][i].expand(batch)]
+            priors: Sequence[torch.Tensor] = [self.signal_model(p)]
             if self.image_net is not None:
                 if config.iterate_networks or i == 0:
                     y_reg = self.regularise_images(
                         y if config.iterate_networks else out.images[0], i + 1
                     )
-                lambdas, priors = [*lambdas, lam["lambda_y"][i]], [*priors, y_reg]
-            y = data_consistency(
+                lambdas = [*lambdas, lam["lambda_y"][i].expand(batch)]
+                priors = [*priors, y_reg]
+            y, cg_info = solve_data_consistency(
+                acquisition,
                 kspace,
-                coil_maps,
-                mask,
                 lambdas,
                 priors,
                 max_iter=config.cg_iterations,
-                x0=y.detach(),
-                warn=False,
+                tol=1e-10 if kspace.dtype == torch.complex128 else 1e-5,
+                x0=y,
             )
+            out.cg_infos.append(cg_info)
             if config.iterate_networks:
                 p_reg = self.predict_parameters(y, i + 1)
             if not config.use_signal_fit:
                 p = p_reg
             else:
-                lam_p = lam["lambda_p"][i] if config.use_parameter_regulariser else torch.zeros(())
-                p = signal_fit(
-                    self.model,
+                lam_p = (
+                    lam["lambda_p"][i].expand(batch)
+                    if config.use_parameter_regulariser
+                    else p_reg.new_zeros(batch)
+                )
+                p, fit_info = solve_signal_fit(
+                    self.signal_model,
                     y,
                     p_reg,
                     lam_p,
-                    p0=p.detach(),
+                    p,
+                    solver=config.fit_solver,
                     max_iter=config.fit_iterations,
-                    warn=False,
                 )
+                out.fit_infos.append(fit_info)
             out.parameters.append(p)
             out.images.append(y)
             out.parameter_priors.append(p_reg)

@@ -31,6 +31,8 @@ class UNet(nn.Module):
         convolutions along the frames (for the image regulariser).
     embedding_dim
         Width of the iteration embedding.
+    norm_groups
+        GroupNorm groups of every block (the authors: 16 in P_theta, 8 in Y_theta).
 
     Notes
     -----
@@ -44,6 +46,7 @@ class UNet(nn.Module):
         features: Sequence[int],
         pseudo3d: bool = False,
         embedding_dim: int = 64,
+        norm_groups: int = 16,
     ) -> None:
         super().__init__()
         self.pseudo3d = pseudo3d
@@ -52,16 +55,16 @@ class UNet(nn.Module):
         self.encoder = nn.ModuleList()
         c = in_channels
         for f in features:
-            self.encoder.append(ResidualBlock(c, f, pseudo3d, embedding_dim))
+            self.encoder.append(ResidualBlock(c, f, pseudo3d, embedding_dim, norm_groups))
             c = f
-        self.bottleneck = ResidualBlock(c, c, pseudo3d)
+        self.bottleneck = ResidualBlock(c, c, pseudo3d, norm_groups=norm_groups)
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for f, below in zip(
             reversed(features), reversed([*features[1:], features[-1]]), strict=True
         ):
             self.up.append(spatial_conv(below, below, pseudo3d, bias=False))
-            self.decoder.append(ResidualBlock(f + below, f, pseudo3d, embedding_dim))
+            self.decoder.append(ResidualBlock(f + below, f, pseudo3d, embedding_dim, norm_groups))
         self.head = pointwise_conv(features[0], out_channels, pseudo3d)
         nn.init.normal_(self.head.weight, std=0.05)
         nn.init.zeros_(self.head.bias)

@@ -78,12 +78,28 @@ class CartesianAcquisition:
                 f"{tuple(mask.shape)}"
             )
         batch, _, height, width = coil_maps.shape
-        n_tau = mask.shape[1]
+        shape = (batch, mask.shape[1], height, width)
+        self._set(coil_maps, check_mask(mask, shape, real_dtype_of(coil_maps.dtype)))
+
+    def _set(self, coil_maps: torch.Tensor, mask: torch.Tensor) -> None:
+        batch, _, height, width = coil_maps.shape
         self.coil_maps = coil_maps
-        self.mask = check_mask(mask, (batch, n_tau, height, width), real_dtype_of(coil_maps.dtype))
-        self.image_shape = (batch, n_tau, height, width)
-        self.lines_along_w = self.mask.shape[-2] == 1
-        self._gram_mask = torch.fft.ifftshift(self.mask, dim=(-2, -1))
+        self.mask = mask
+        self.image_shape = (batch, mask.shape[1], height, width)
+        self.lines_along_w = mask.shape[-2] == 1
+        self._gram_mask = torch.fft.ifftshift(mask, dim=(-2, -1))
+
+    @classmethod
+    def unchecked(cls, coil_maps: torch.Tensor, mask: torch.Tensor) -> CartesianAcquisition:
+        """The operator of already validated inputs, without checks or host synchronisation.
+
+        For use inside layers and networks that validated ``coil_maps`` and ``mask`` once at
+        their public entry point; ``mask`` must already be the real 0/1 :attr:`mask` of a
+        checked operator.
+        """
+        acquisition = cls.__new__(cls)
+        acquisition._set(coil_maps, mask)
+        return acquisition
 
     @property
     def kspace_shape(self) -> tuple[int, int, int, int, int]:

@@ -26,14 +26,17 @@ class TrigBounds:
     def __init__(self, bounds: Sequence[tuple[float, float]], margin: float = 1e-6) -> None:
         if any(not lo < hi for lo, hi in bounds):
             raise ValueError(f"every bound needs lower < upper, got {list(bounds)}")
-        self.lower = torch.tensor([lo for lo, _ in bounds], dtype=torch.float64)
-        self.upper = torch.tensor([hi for _, hi in bounds], dtype=torch.float64)
+        self.bounds = tuple((float(lo), float(hi)) for lo, hi in bounds)
         self.margin = margin
 
-    def _centre_half(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def box(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower and upper bounds shaped ``(1, P, 1, ...)`` on the device and dtype of ``like``."""
         shape = (1, -1, *(1,) * (like.ndim - 2))
-        lower = self.lower.to(like).reshape(shape)
-        upper = self.upper.to(like).reshape(shape)
+        lower, upper = torch.tensor(self.bounds, dtype=like.dtype, device=like.device).unbind(1)
+        return lower.reshape(shape), upper.reshape(shape)
+
+    def _centre_half(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lower, upper = self.box(like)
         return (lower + upper) / 2, (upper - lower) / 2
 
     def constrain(self, z: torch.Tensor) -> torch.Tensor:
@@ -46,3 +49,8 @@ class TrigBounds:
         centre, half = self._centre_half(x)
         s = torch.clamp((x - centre) / half, -1 + self.margin, 1 - self.margin)
         return torch.asin(s)
+
+    def derivative(self, z: torch.Tensor) -> torch.Tensor:
+        """dx/dz = h cos(z), ``(batch, P, ...)``."""
+        _, half = self._centre_half(z)
+        return half * torch.cos(z)

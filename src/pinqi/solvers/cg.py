@@ -89,6 +89,6 @@ def conjugate_gradient(
         iterations=iterations,
         residual=residual,
         converged=converged,
-        not_converged=int((~converged).sum()),
+        unconverged=active.long(),
     )
     return x, info

@@ -16,6 +16,8 @@ class ConvergenceWarning(UserWarning):
 class SolverInfo:
     """What an iterative solver did.
 
+    Building a report costs no host synchronisation; :attr:`not_converged` syncs when read.
+
     Attributes
     ----------
     iterations
@@ -25,14 +27,18 @@ class SolverInfo:
         for CG, the largest per-pixel projected gradient norm for the signal fit.
     converged
         Per batch element ``(batch,)``: whether every system (pixel) reached the tolerance.
-    not_converged
-        Number of systems (batch elements for CG, pixels for the signal fit) that did not.
+    unconverged
+        Per batch element ``(batch,)``: number of systems (1 per batch element for CG, one per
+        pixel for the signal fit) that did not reach the tolerance.
+    systems
+        Number of systems per batch element.
     """
 
     iterations: int
     residual: torch.Tensor
     converged: torch.Tensor
-    not_converged: int
+    unconverged: torch.Tensor
+    systems: int = 1
 
     @classmethod
     def from_pixels(
@@ -43,8 +49,19 @@ class SolverInfo:
             iterations=iterations,
             residual=residual.amax(1),
             converged=converged.all(1),
-            not_converged=int((~converged).sum()),
+            unconverged=(~converged).sum(1),
+            systems=converged.shape[1],
         )
+
+    @property
+    def not_converged(self) -> int:
+        """Number of systems (batch elements for CG, pixels for the fit) that did not converge."""
+        return int(self.unconverged.sum())
+
+    @property
+    def unconverged_share(self) -> torch.Tensor:
+        """Share of all systems of the batch that did not converge, a 0-dim tensor in [0, 1]."""
+        return self.unconverged.sum() / (self.unconverged.numel() * self.systems)
 
 
 def warn_if_not_converged(info: SolverInfo, what: str, unit: str, stacklevel: int = 3) -> None:

@@ -17,7 +17,9 @@ def _normal_operator(
     acquisition: CartesianAcquisition, lambdas: Sequence[torch.Tensor]
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The Hermitian operator H = A^H A + (sum_i lambda_i) I of the normal equations."""
-    total = per_sample(sum(lambdas, torch.zeros(())), acquisition.coil_maps)
+    if not lambdas:
+        return acquisition.gram
+    total = per_sample(sum(lambdas), acquisition.coil_maps)
 
     def operator(y: torch.Tensor) -> torch.Tensor:
         return acquisition.gram(y) + total * y
@@ -74,7 +76,7 @@ class _ImplicitDataConsistency(torch.autograd.Function):
         *lambdas_and_priors: torch.Tensor,
     ) -> tuple[torch.Tensor, SolverInfo]:
         lambdas, priors = lambdas_and_priors[:n], lambdas_and_priors[n:]
-        acquisition = CartesianAcquisition(coil_maps, mask)
+        acquisition = CartesianAcquisition.unchecked(coil_maps, mask)
         operator = _normal_operator(acquisition, lambdas)
         rhs = _normal_rhs(acquisition, kspace, lambdas, priors)
         y, info = conjugate_gradient(operator, rhs, x0, max_iter=max_iter, tol=tol)
@@ -88,7 +90,7 @@ class _ImplicitDataConsistency(torch.autograd.Function):
         kspace, coil_maps, mask, y, *lambdas_and_priors = ctx.saved_tensors
         n = ctx.n
         lambdas, priors = lambdas_and_priors[:n], lambdas_and_priors[n:]
-        acquisition = CartesianAcquisition(coil_maps, mask)
+        acquisition = CartesianAcquisition.unchecked(coil_maps, mask)
         operator = _normal_operator(acquisition, lambdas)
         g, info = conjugate_gradient(operator, grad_y, max_iter=ctx.max_iter, tol=ctx.tol)
         if ctx.warn:
@@ -174,23 +176,65 @@ def data_consistency(
     batch = acquisition.image_shape[0]
     real = real_dtype_of(kspace.dtype)
     lams = [
-        check_regularization(f"lambdas[{i}]", lam, batch, real) for i, lam in enumerate(lambdas)
+        check_regularization(f"lambdas[{i}]", lam, batch, real, kspace.device)
+        for i, lam in enumerate(lambdas)
     ]
     ys = [acquisition.check_images(f"priors[{i}]", prior) for i, prior in enumerate(priors)]
     if x0 is not None:
-        x0 = acquisition.check_images("x0", x0).detach()
+        x0 = acquisition.check_images("x0", x0)
     if tol is None:
         tol = 1e-10 if kspace.dtype == torch.complex128 else 1e-5
     if max_iter < 1 or not tol >= 0:
         raise ValueError(f"need max_iter >= 1 and tol >= 0, got {max_iter} and {tol}")
-    if implicit:
-        y, info = _ImplicitDataConsistency.apply(
-            len(lams), max_iter, tol, warn, acquisition.mask, x0, kspace, coil_maps, *lams, *ys
-        )
-    else:
-        operator = _normal_operator(acquisition, lams)
-        rhs = _normal_rhs(acquisition, kspace, lams, ys)
-        y, info = conjugate_gradient(operator, rhs, x0, max_iter=max_iter, tol=tol)
+    y, info = solve_data_consistency(
+        acquisition,
+        kspace,
+        lams,
+        ys,
+        max_iter=max_iter,
+        tol=tol,
+        x0=x0,
+        implicit=implicit,
+        warn=warn,
+    )
     if warn:
         warn_if_not_converged(info, "data_consistency CG", "batch element")
     return (y, info) if return_info else y
+
+
+def solve_data_consistency(
+    acquisition: CartesianAcquisition,
+    kspace: torch.Tensor,
+    lambdas: Sequence[torch.Tensor],
+    priors: Sequence[torch.Tensor],
+    *,
+    max_iter: int,
+    tol: float,
+    x0: torch.Tensor | None = None,
+    implicit: bool = True,
+    warn: bool = False,
+) -> tuple[torch.Tensor, SolverInfo]:
+    """:func:`data_consistency` without input checks (no host synchronisation).
+
+    For networks that validate their inputs once at their entry point and call the layer many
+    times. ``lambdas`` are ``(batch,)`` tensors on the data's device and dtype, ``priors`` and
+    ``x0`` complex ``(batch, n_tau, H, W)``; ``warn`` only concerns the backward solve.
+    """
+    if x0 is not None:
+        x0 = x0.detach()
+    if implicit:
+        return _ImplicitDataConsistency.apply(
+            len(lambdas),
+            max_iter,
+            tol,
+            warn,
+            acquisition.mask,
+            x0,
+            kspace,
+            acquisition.coil_maps,
+            *lambdas,
+            *priors,
+        )
+    operator = _normal_operator(acquisition, lambdas)
+    rhs = _normal_rhs(acquisition, kspace, lambdas, priors)
+    return conjugate_gradient(operator, rhs, x0, max_iter=max_iter, tol=tol)

@@ -82,7 +82,6 @@ def lbfgs_solve(
             best = loss
     p = bounds.constrain(z.detach())
     grad, _, _ = objective.derivatives(p, objective.residual(p))
-    lower = bounds.lower.to(p).reshape(1, -1, 1)
-    upper = bounds.upper.to(p).reshape(1, -1, 1)
+    lower, upper = bounds.box(p)
     pg_norm = projected_gradient_norm(p, grad, lower, upper)
     return p, SolverInfo.from_pixels(iterations, pg_norm, pg_norm <= tol)

@@ -162,25 +162,40 @@ def _hessian_vector_backward(
     p: torch.Tensor,
     grad_p: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Implicit backward by CG on autograd Hessian-vector products (the paper's Fig. 3)."""
+    """Implicit backward of the lbfgs solution by CG on autograd Hessian-vector products.
+
+    L-BFGS solves for z with p = c + h sin(z) (:class:`~pinqi.solvers.bounds.TrigBounds`), so
+    its solution is a stationary point of G(z) = F(p(z)); near a bound, where cos(z) -> 0, it
+    need not be one of F (dF/dp != 0), and the p-space Hessian would give wrong gradients.
+    The implicit function theorem is therefore applied to dG/dz = 0 (the paper's Fig. 3 in the
+    solver's variables): with D = diag(h cos z), w_z = (d^2G/dz^2)^-1 D v and, since
+    d^2G/dalpha dz = D d^2F/dalpha dp, dL/dalpha = -(d^2F/dalpha dp)^T (D w_z). At interior
+    stationary points this equals the p-space formula; a component pressed against a bound
+    gets a vanishing gradient, as with ``newton``.
+    """
+    bounds = TrigBounds(settings.model.bounds)
     with torch.enable_grad():
-        x = p.detach().requires_grad_(True)
+        z = bounds.unconstrain(p.detach()).requires_grad_(True)
         objective = FitObjective(
             settings.model, stack_complex(images.detach()), p_reg.detach(), lam.detach()
         )
-        total = objective.value(x).sum()
-        (grad_x,) = torch.autograd.grad(total, x, create_graph=True)
+        total = objective.value(bounds.constrain(z)).sum()
+        (grad_z,) = torch.autograd.grad(total, z, create_graph=True)
 
         def hessian_vector(v: torch.Tensor) -> torch.Tensor:
-            (hv,) = torch.autograd.grad(grad_x, x, v, retain_graph=True)
+            (hv,) = torch.autograd.grad(grad_z, z, v, retain_graph=True)
             return hv
 
-        w, info = conjugate_gradient(
-            hessian_vector, grad_p, max_iter=settings.backward_max_iter, tol=settings.backward_tol
+        slope = bounds.derivative(z.detach())
+        w_z, info = conjugate_gradient(
+            hessian_vector,
+            slope * grad_p,
+            max_iter=settings.backward_max_iter,
+            tol=settings.backward_tol,
         )
     if settings.warn:
         warn_if_not_converged(info, "signal_fit backward CG", "batch element", stacklevel=4)
-    return _cross_gradients(settings.model, p, p_reg, lam, w)
+    return _cross_gradients(settings.model, p, p_reg, lam, slope * w_z)
 
 
 def signal_fit(
@@ -269,35 +284,72 @@ def signal_fit(
         raise ValueError(
             f"images ({images.dtype}) and p_reg ({p_reg.dtype}) must have matching precision"
         )
-    lam = check_regularization("lam", lam, batch, p_reg.dtype)
+    lam = check_regularization("lam", lam, batch, p_reg.dtype, p_reg.device)
     if p0 is None:
         p0 = p_reg
     else:
         p0 = model.check_parameters("p0", p0)
         if p0.shape != p_reg.shape:
             raise ValueError(f"p0 has shape {tuple(p0.shape)}, expected {expected}")
-    eps_dtype = p_reg.dtype
+    if (max_iter is not None and max_iter < 1) or (tol is not None and not tol >= 0):
+        raise ValueError(f"need max_iter >= 1 and tol >= 0, got {max_iter} and {tol}")
+    p, info = solve_signal_fit(
+        model,
+        images,
+        p_reg,
+        lam,
+        p0,
+        solver=solver,
+        max_iter=max_iter,
+        tol=tol,
+        backward_max_iter=backward_max_iter,
+        backward_tol=backward_tol,
+        warn=warn,
+    )
+    if warn:
+        warn_if_not_converged(info, f"signal_fit ({solver})", "pixel")
+    return (p, info) if return_info else p
+
+
+def solve_signal_fit(
+    model: SignalModel,
+    images: torch.Tensor,
+    p_reg: torch.Tensor,
+    lam: torch.Tensor,
+    p0: torch.Tensor,
+    *,
+    solver: Solver = "newton",
+    max_iter: int | None = None,
+    tol: float | None = None,
+    backward_max_iter: int = 100,
+    backward_tol: float | None = None,
+    warn: bool = False,
+) -> tuple[torch.Tensor, SolverInfo]:
+    """:func:`signal_fit` without input checks (no host synchronisation for them).
+
+    For networks that validate their inputs once and call the layer many times: ``images``
+    complex ``(batch, n_tau, H, W)``, ``p_reg`` and ``p0`` real ``(batch, P, H, W)`` of the
+    matching precision, ``lam`` ``(batch,)`` on their device. ``warn`` only concerns the
+    backward.
+    """
+    batch, n_params = p_reg.shape[:2]
+    dtype = p_reg.dtype
     settings = _FitSettings(
         model=model,
         solver=solver,
         max_iter=_DEFAULT_MAX_ITER[solver] if max_iter is None else max_iter,
-        tol=default_tolerance(eps_dtype) if tol is None else tol,
+        tol=default_tolerance(dtype) if tol is None else tol,
         backward_max_iter=backward_max_iter,
-        backward_tol=(1e-12 if eps_dtype == torch.float64 else 1e-6)
+        backward_tol=(1e-12 if dtype == torch.float64 else 1e-6)
         if backward_tol is None
         else backward_tol,
         warn=warn,
     )
-    if settings.max_iter < 1 or not settings.tol >= 0:
-        raise ValueError(f"need max_iter >= 1 and tol >= 0, got {max_iter} and {tol}")
     p, info = _SignalFit.apply(
         settings,
-        images.reshape(batch, model.n_tau, -1),
-        p_reg.reshape(batch, model.n_params, -1),
+        images.reshape(batch, images.shape[1], -1),
+        p_reg.reshape(batch, n_params, -1),
         lam,
-        p0.detach().reshape(batch, model.n_params, -1),
+        p0.detach().reshape(batch, n_params, -1),
     )
-    if warn:
-        warn_if_not_converged(info, f"signal_fit ({solver})", "pixel")
-    p = p.reshape(expected)
-    return (p, info) if return_info else p
+    return p.reshape(p_reg.shape), info

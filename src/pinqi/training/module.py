@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-import warnings
-
 import lightning as L
 import torch
+from torch import nn
 
-from pinqi.data.datasets import SimulatedDataset
+from pinqi.config import ExperimentConfig, OptimConfig
+from pinqi.data.datasets import EpochIndexedDataset, EpochSampler, SimulatedDataset
 from pinqi.evaluation.metrics import parameter_metrics
 from pinqi.nets.pinqi import PINQI, PINQIOutput
-from pinqi.physics import CartesianAcquisition, signal_model
-from pinqi.solvers import ConvergenceWarning
-from pinqi.training.config import ExperimentConfig
+from pinqi.physics import CartesianAcquisition
 from pinqi.training.losses import parameter_loss, pinqi_loss
-from pinqi.training.schedule import warmup_cosine
-
-
-def build_model(config: ExperimentConfig) -> PINQI:
-    """The PINQI network of a configuration (its signal model at the configured delays)."""
-    return PINQI(
-        signal_model(config.data.signal_model, torch.tensor(config.data.tau)), config.model
-    )
+from pinqi.training.schedule import phase_schedule
 
 
 class SimulatedDataModule(L.LightningDataModule):
-    """Fresh training samples every epoch and a fixed validation set, both simulated."""
+    """Fresh training samples every epoch and a fixed validation set, both simulated.
+
+    The anatomy is loaded once, before DataLoader workers fork (they share it), and workers
+    stay alive across epochs; the epoch reaches them through the sampler's indices.
+    """
 
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__()
@@ -35,29 +30,75 @@ class SimulatedDataModule(L.LightningDataModule):
             config.data, "train", optim.samples_per_epoch, config.seed
         )
         self.val_set = SimulatedDataset(config.data, "val", optim.val_samples, config.seed)
+        self.train_sampler = EpochSampler(optim.samples_per_epoch, config.seed)
 
-    def _loader(self, dataset: SimulatedDataset, shuffle: bool) -> torch.utils.data.DataLoader:
+    def setup(self, stage: str) -> None:
+        """Load the anatomy of both splits (once; later calls find it loaded)."""
+        self.train_set.preload()
+        self.val_set.preload()
+
+    def _loader(
+        self, dataset: torch.utils.data.Dataset, sampler: torch.utils.data.Sampler | None
+    ) -> torch.utils.data.DataLoader:
         workers = self.config.optim.num_workers
         return torch.utils.data.DataLoader(
             dataset,
             batch_size=self.config.optim.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            shuffle=False,
             num_workers=workers,
-            persistent_workers=False,
-            drop_last=shuffle,
+            persistent_workers=workers > 0,
+            drop_last=sampler is not None,
         )
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        """Training batches (a new draw every epoch, see ``on_train_epoch_start``)."""
-        return self._loader(self.train_set, shuffle=True)
+        """Training batches, new samples every epoch (:class:`EpochSampler`)."""
+        return self._loader(EpochIndexedDataset(self.train_set), self.train_sampler)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         """The fixed validation batches."""
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, None)
+
+
+def optimizer_groups(model: nn.Module, optim: OptimConfig) -> list[dict]:
+    """AdamW parameter groups: decayed weights, undecayed rest, and the strengths.
+
+    Weight decay acts on the weights of convolutions and linear layers only; biases, norm
+    parameters, ReZero alphas and the raw strengths (lambdas) are not decayed, so no lambda is
+    pulled towards a fixed value. The strengths have their own learning rate.
+    """
+    decayed = {
+        id(module.weight)
+        for module in model.modules()
+        if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.Linear))
+    }
+    groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "strengths": []}
+    for name, parameter in model.named_parameters():
+        if name.startswith("raw_lambda"):
+            groups["strengths"].append(parameter)
+        elif id(parameter) in decayed:
+            groups["decay"].append(parameter)
+        else:
+            groups["no_decay"].append(parameter)
+    return [
+        {"params": groups["decay"], "lr": optim.lr_networks, "weight_decay": optim.weight_decay},
+        {"params": groups["no_decay"], "lr": optim.lr_networks, "weight_decay": 0.0},
+        {"params": groups["strengths"], "lr": optim.lr_lambdas, "weight_decay": 0.0},
+    ]
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Too many training steps in a row had a non-finite loss or gradient."""
 
 
 class PINQITask(L.LightningModule):
     """Training of PINQI: P_theta pretraining, then end-to-end training with deep supervision.
+
+    Optimisation is manual, so that a step whose loss or gradient is not finite can be
+    skipped without touching the weights or the optimiser state; skipped steps are counted,
+    logged and saved in checkpoints, and ``optim.max_nonfinite_steps`` of them in a row stop
+    the run with :class:`NonFiniteTrainingError`. Each phase has its own warm-up and cosine
+    decay (:func:`~pinqi.training.schedule.phase_schedule`).
 
     Parameters
     ----------
@@ -67,29 +108,42 @@ class PINQITask(L.LightningModule):
 
     def __init__(self, config: dict) -> None:
         super().__init__()
+        self.automatic_optimization = False
         self.save_hyperparameters({"config": config})
         self.config = ExperimentConfig.from_dict(config)
-        self.model = build_model(self.config)
+        self.model = PINQI.from_config(
+            self.config.model, self.config.data.signal_model, self.config.data.tau
+        )
+        self.skipped_steps = 0
+        self.skipped_in_a_row = 0
 
-    def on_fit_start(self) -> None:
-        """PINQI runs its solvers for fixed iteration counts, as the paper: no warnings."""
-        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    def steps_per_epoch(self) -> int:
+        """Optimisation steps per epoch (per device)."""
+        optim = self.config.optim
+        per_epoch = max(1, optim.samples_per_epoch // optim.batch_size)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            per_epoch = max(1, per_epoch // self.trainer.world_size)
+        return per_epoch
 
-    def on_train_epoch_start(self) -> None:
-        """Draw new training samples every epoch."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None:
-            datamodule.train_set.set_epoch(self.current_epoch)
+    def pretraining_steps(self) -> int:
+        """Optimisation steps of the P_theta pretraining phase."""
+        return self.config.optim.pretrain_epochs * self.steps_per_epoch()
+
+    def total_steps(self) -> int:
+        """Optimisation steps of the whole run (both phases)."""
+        optim = self.config.optim
+        steps = optim.max_epochs * self.steps_per_epoch()
+        return min(steps, optim.max_steps) if optim.max_steps > 0 else steps
 
     def _pretraining(self) -> bool:
-        return self.current_epoch < self.config.optim.pretrain_epochs
+        return self.global_step < self.pretraining_steps()
 
     def pretraining_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """P_theta on random interpolations between zero-filled and true images (Sec. 3.2)."""
         model = self.model
         acquisition = CartesianAcquisition(batch["coil_maps"], batch["mask"])
         zero_filled = acquisition.adjoint(batch["kspace"])
-        true_images = model.model(batch["params"])
+        true_images = model.signal_model(batch["params"])
         weight = torch.rand(len(zero_filled), 1, 1, 1, device=zero_filled.device)
         images = weight * true_images + (1 - weight) * zero_filled
         iteration = int(torch.randint(model.config.iterations + 1, ()))
@@ -111,15 +165,58 @@ class PINQITask(L.LightningModule):
             optim.outside_weight,
         )
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One optimisation step; logs ``train_loss``."""
-        if self._pretraining():
+    def _log_solvers(self, output: PINQIOutput, size: int) -> None:
+        """The worst CG relative residual and the share of unconverged fit pixels."""
+        if output.cg_infos:
+            residual = torch.stack([info.residual.amax() for info in output.cg_infos]).amax()
+            self.log("cg_residual", residual, batch_size=size)
+        if output.fit_infos:
+            share = torch.stack([info.unconverged_share for info in output.fit_infos]).mean()
+            self.log("fit_unconverged", share, batch_size=size)
+
+    def _skip(self, what: str, size: int) -> None:
+        """Count a step without an update; raise after too many in a row."""
+        self.skipped_steps += 1
+        self.skipped_in_a_row += 1
+        self.log("skipped_steps", float(self.skipped_steps), batch_size=size)
+        limit = self.config.optim.max_nonfinite_steps
+        if self.skipped_in_a_row >= limit:
+            raise NonFiniteTrainingError(
+                f"{self.skipped_in_a_row} training steps in a row had a non-finite {what} "
+                f"(limit optim.max_nonfinite_steps = {limit}); last good weights are in the "
+                "last checkpoint. Check the data and lower the learning rate."
+            )
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """One optimisation step, skipped when the loss or the gradient is not finite."""
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        size = len(batch["params"])
+        pretraining = self._pretraining()
+        if pretraining:
             loss = self.pretraining_loss(batch)
         else:
-            loss = self._loss(batch, self._reconstruct(batch))
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["params"]))
-        self.log("pretraining", float(self._pretraining()), batch_size=len(batch["params"]))
-        return loss
+            output = self._reconstruct(batch)
+            loss = self._loss(batch, output)
+            self._log_solvers(output, size)
+        self.log("pretraining", float(pretraining), batch_size=size)
+        if not bool(torch.isfinite(loss)):
+            self._skip("loss", size)
+            return
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), self.config.optim.gradient_clip_norm
+        )
+        if not bool(torch.isfinite(norm)):
+            optimizer.zero_grad(set_to_none=True)
+            self._skip("gradient", size)
+            return
+        optimizer.step()
+        scheduler.step()
+        self.skipped_in_a_row = 0
+        self.log("train_loss", loss.detach(), prog_bar=True, batch_size=size)
+        self.log("grad_norm", norm, batch_size=size)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Validation loss and T1/M0 metrics inside the brain mask."""
@@ -138,31 +235,24 @@ class PINQITask(L.LightningModule):
                 prog_bar=name == "t1_nrmse",
             )
 
-    def total_steps(self) -> int:
-        """Optimisation steps of the whole run (for the schedule)."""
-        optim = self.config.optim
-        per_epoch = max(1, optim.samples_per_epoch // optim.batch_size)
-        if self.trainer is not None and self.trainer.world_size > 1:
-            per_epoch = max(1, per_epoch // self.trainer.world_size)
-        steps = optim.max_epochs * per_epoch
-        return min(steps, optim.max_steps) if optim.max_steps > 0 else steps
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the count of skipped steps across resumes."""
+        checkpoint["skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore the count of skipped steps."""
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
 
     def configure_optimizers(self) -> dict:
-        """AdamW (networks and strengths as separate groups), warm-up + cosine per step."""
+        """AdamW (see :func:`optimizer_groups`) with a warm-up + cosine schedule per phase."""
         optim = self.config.optim
-        strengths = [p for n, p in self.model.named_parameters() if n.startswith("raw_lambda")]
-        networks = [p for n, p in self.model.named_parameters() if not n.startswith("raw_lambda")]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": networks, "lr": optim.lr_networks},
-                {"params": strengths, "lr": optim.lr_lambdas},
-            ],
-            weight_decay=optim.weight_decay,
-        )
-        total = self.total_steps()
-        warmup = min(optim.warmup_steps, max(1, total // 10))
+        optimizer = torch.optim.AdamW(optimizer_groups(self.model, optim))
+        pretraining, total = self.pretraining_steps(), self.total_steps()
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total, optim.min_lr_factor)
+            optimizer,
+            lambda step: phase_schedule(
+                step, pretraining, total, optim.warmup_steps, optim.min_lr_factor
+            ),
         )
         return {
             "optimizer": optimizer,

@@ -1,17 +1,71 @@
-"""``pinqi train``: a resumable Lightning run with checkpoints and CSV logs."""
+"""``pinqi train``: a resumable Lightning run with checkpoints and one continuous CSV log."""
 
 from __future__ import annotations
 
-import warnings
+import csv
+import os
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from pinqi.solvers import ConvergenceWarning
-from pinqi.training.config import ExperimentConfig
+from pinqi.config import ExperimentConfig
 from pinqi.training.module import PINQITask, SimulatedDataModule
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but an existing ``metrics.csv`` is continued, not deleted."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as f:
+                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+
+
+class ContinuousCSVLogger(CSVLogger):
+    """A CSV logger whose ``metrics.csv`` survives resumes (one log for the whole run)."""
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        """The writer, created on first use."""
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def _truncate_log(log: Path, step: int) -> None:
+    """Drop the rows of ``log`` from ``step`` on: the resumed run logs them again."""
+    if not log.is_file():
+        return
+    with open(log, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], list(reader)
+    kept = [r for r in rows if r.get("step") and int(float(r["step"])) < step]
+    with open(log, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+
+
+def _resume_checkpoint(out: Path, resume: str | Path | None) -> Path | None:
+    """The checkpoint to resume from (``"auto"``: ``out/checkpoints/last.ckpt`` if present)."""
+    if resume is None:
+        return None
+    if str(resume) == "auto":
+        last = out / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            print(f"resuming from {last}")
+            return last
+        print(f"--resume auto: no checkpoint in {last.parent}; starting a fresh run")
+        return None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint to resume from not found: {path}")
+    return path
 
 
 def train(config: ExperimentConfig, out: str | Path, resume: str | Path | None = None) -> Path:
@@ -23,14 +77,22 @@ def train(config: ExperimentConfig, out: str | Path, resume: str | Path | None =
         The experiment.
     out
         Run folder: ``config.yaml``, ``checkpoints/`` (every ``checkpoint_every_n_steps`` and
-        ``last.ckpt``) and ``logs/`` (CSV: losses, validation metrics, learning rates).
+        ``last.ckpt``) and ``logs/metrics.csv`` (losses, solver diagnostics, validation
+        metrics, learning rates; one file across resumes).
     resume
         A checkpoint to continue from, or ``"auto"`` for ``out/checkpoints/last.ckpt`` if it
-        exists. An interrupted run loses at most one checkpoint interval.
+        exists (else a fresh start, said so). An interrupted run loses at most one checkpoint
+        interval.
     """
-    warnings.filterwarnings("ignore", category=ConvergenceWarning)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    checkpoint = _resume_checkpoint(out, resume)
+    logger = ContinuousCSVLogger(out, name="logs", version="")
+    if checkpoint is None:
+        Path(logger.log_dir, "metrics.csv").unlink(missing_ok=True)
+    else:
+        step = torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
+        _truncate_log(Path(logger.log_dir) / "metrics.csv", int(step))
     config.to_yaml(out / "config.yaml")
     L.seed_everything(config.seed, workers=True)
     optim = config.optim
@@ -49,14 +111,10 @@ def train(config: ExperimentConfig, out: str | Path, resume: str | Path | None =
         num_nodes=optim.num_nodes,
         strategy=optim.strategy,
         precision=optim.precision,
-        gradient_clip_val=1.0,
         callbacks=[checkpoints, LearningRateMonitor("step")],
-        logger=CSVLogger(out, name="logs", version=""),
+        logger=logger,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
     )
-    if str(resume) == "auto":
-        last = out / "checkpoints" / "last.ckpt"
-        resume = last if last.is_file() else None
-    trainer.fit(PINQITask(config.to_dict()), SimulatedDataModule(config), ckpt_path=resume)
+    trainer.fit(PINQITask(config.to_dict()), SimulatedDataModule(config), ckpt_path=checkpoint)
     return Path(checkpoints.last_model_path)

@@ -1,4 +1,7 @@
-"""Experiment configuration: one dataclass, overridable from YAML presets in ``configs/``."""
+"""Experiment configuration: one dataclass, overridable from YAML presets in ``configs/``.
+
+A neutral module: training, checkpoint loading and the command line all read it.
+"""
 
 from __future__ import annotations
 
@@ -22,13 +25,21 @@ class OptimConfig:
     val_samples
         Size of the fixed validation set (simulated from the validation subjects).
     lr_networks, lr_lambdas, weight_decay, warmup_steps, min_lr_factor
-        AdamW with linear warm-up, then cosine decay to ``min_lr_factor`` x lr.
+        AdamW with linear warm-up, then cosine decay to ``min_lr_factor`` x lr, separately in
+        the pretraining and in the end-to-end phase. Weight decay acts on the convolution and
+        linear weights only (not on biases, norms, ReZero alphas or the strengths).
     pretrain_epochs
-        Epochs of P_theta pretraining on interpolations between zero-filled and true images.
+        Epochs of P_theta pretraining on interpolations between zero-filled and true images
+        (``pretrain_epochs x samples_per_epoch / batch_size`` optimisation steps).
     deep_supervision
         Loss weight of every earlier iterate.
     outside_weight
         Loss weight of pixels outside the brain mask (inside: 1).
+    gradient_clip_norm
+        Gradients are scaled down to at most this total norm before each step.
+    max_nonfinite_steps
+        A step whose loss or gradient is not finite is skipped (no update) and counted; this
+        many skipped steps in a row stop the run with an error.
     checkpoint_every_n_steps
         Checkpoint interval (``last.ckpt`` is always kept).
     num_workers, accelerator, devices, num_nodes, strategy, precision
@@ -48,6 +59,8 @@ class OptimConfig:
     pretrain_epochs: int = 1
     deep_supervision: float = 0.05
     outside_weight: float = 0.01
+    gradient_clip_norm: float = 1.0
+    max_nonfinite_steps: int = 10
     checkpoint_every_n_steps: int = 200
     num_workers: int = 4
     accelerator: str = "auto"
