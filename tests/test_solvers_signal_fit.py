@@ -333,3 +333,29 @@ def test_lbfgs_gradients_with_five_parameters_match_newton():
         grads[solver] = torch.autograd.grad((weight * p).sum(), inputs)
     for a, b in zip(grads["newton"], grads["lbfgs"], strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_lbfgs_gradients_near_the_trigonometric_bounds_match_newton():
+    """A pixel pressed against the R1 bound: the lbfgs backward works in the solver's variables.
+
+    L-BFGS stops where dF/dz = dF/dp h cos(z) vanishes, which near a bound is not dF/dp = 0; a
+    p-space Hessian there gives a gradient through R1 that newton (and gradcheck, above)
+    show to be zero.
+    """
+    model = SaturationRecovery(TAU)
+    truth = torch.tensor([[0.9, 0.1, 30.0], [0.7, 0.0, 1.0]], dtype=torch.float64)
+    truth = truth.T.reshape(1, 3, 1, 2)
+    images = model(truth)
+    p_reg = truth * 0.9
+    lam = torch.tensor(0.01, dtype=torch.float64)
+    weight = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64).reshape(1, 3, 1, 1)
+    grads = {}
+    for solver in ("newton", "lbfgs"):
+        inputs = [x.clone().requires_grad_() for x in (images, p_reg, lam)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            p = signal_fit(model, *inputs, solver=solver, tol=1e-12, max_iter=3000)
+        assert float(p[0, 2, 0, 0].detach()) == pytest.approx(20.0, abs=1e-5)
+        grads[solver] = torch.autograd.grad((weight * p).sum(), inputs)
+    for a, b in zip(grads["newton"], grads["lbfgs"], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)

@@ -211,14 +211,19 @@ class PINQI(nn.Module):
         p = lower + (upper - lower) sigmoid(a o + b), with b such that o = 0 gives
         ``parameter_init`` and a such that the slope there is 10 ``parameter_scale`` (the
         scaling of the authors' ``init + 10 scale tanh(o)``). Unlike a clamp, every output
-        keeps a non-zero gradient and stays strictly inside the signal fit's bounds.
+        keeps a non-zero gradient (in float32 up to |a o + b| of about 80) and stays inside the
+        signal fit's bounds.
         """
         shape = (1, -1, 1, 1)
         lower, upper = (b.reshape(shape) for b in self.parameter_bounds.unbind(1))
         width = upper - lower
         start = ((self.parameter_init.reshape(shape) - lower) / width).to(out.dtype)
         gain = 10 * self.parameter_scale.reshape(shape) / (width * start * (1 - start))
-        return lower + width * torch.sigmoid(gain * out + torch.logit(start))
+        a = gain * out + torch.logit(start)
+        # each side measured from its own bound, so that neither saturates early in float32
+        return torch.where(
+            a < 0, lower + width * torch.sigmoid(a), upper - width * torch.sigmoid(-a)
+        )
 
     def predict_parameters(self, images: torch.Tensor, iteration: int) -> torch.Tensor:
         """P_theta: images ``(batch, n_tau, H, W)`` -> parameters ``(batch, P, H, W)``."""

@@ -44,10 +44,15 @@ class TrigBounds:
         centre, half = self._centre_half(z)
         return centre + half * torch.sin(z)
 
-    def unconstrain(self, x: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`constrain` for x ``(batch, P, ...)``, clamped into the box."""
+    def unconstrain(self, x: torch.Tensor, margin: float | None = None) -> torch.Tensor:
+        """Inverse of :meth:`constrain` for x ``(batch, P, ...)``, clamped into the box.
+
+        ``margin`` overrides the relative distance kept from the bounds; 0 maps a point on a
+        bound to z = +-pi/2 exactly.
+        """
+        margin = self.margin if margin is None else margin
         centre, half = self._centre_half(x)
-        s = torch.clamp((x - centre) / half, -1 + self.margin, 1 - self.margin)
+        s = torch.clamp((x - centre) / half, -1 + margin, 1 - margin)
         return torch.asin(s)
 
     def derivative(self, z: torch.Tensor) -> torch.Tensor:
