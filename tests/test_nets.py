@@ -1,10 +1,21 @@
+import math
+from dataclasses import replace
+from functools import partial
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pinqi.nets import PINQI, PINQIConfig, UNet
 from pinqi.nets.blocks import FiLM, ResidualBlock
-from pinqi.nets.pinqi import LAMBDA_BETA, inverse_softplus
-from pinqi.physics import SaturationRecovery, birdcage_maps, variable_density_mask
+from pinqi.nets.pinqi import LAMBDA_BETA, complex_to_channels, inverse_softplus
+from pinqi.physics import (
+    CartesianAcquisition,
+    SaturationRecovery,
+    birdcage_maps,
+    variable_density_mask,
+)
+from pinqi.solvers.signal_fit import signal_fit
 
 TINY = PINQIConfig(
     iterations=2,
@@ -13,6 +24,15 @@ TINY = PINQIConfig(
     cg_iterations=3,
     fit_iterations=3,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The problems are tiny: a second thread only adds overhead (and stalls on a busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_problem(batch=2, size=16, seed=0):
@@ -74,10 +94,175 @@ def test_strengths_initialised_as_in_the_paper():
     torch.testing.assert_close(lam["lambda_p"], torch.full((3,), 3.0))
     torch.testing.assert_close(lam["lambda_y"], torch.full((3,), 0.1))
     torch.testing.assert_close(lam["lambda_q"], torch.tensor([0.15, 0.2, 0.25]))
-    assert inverse_softplus(2.0, LAMBDA_BETA) == pytest.approx(
-        float(torch.nn.functional.softplus(torch.tensor(1.0), beta=5) * 0 + 0)
-        + inverse_softplus(2.0)
-    )
+    assert LAMBDA_BETA == 5.0
+
+    # the stored raw values: softplus_5(x) = v  <=>  x = v + log(1 - exp(-5 v)) / 5, written
+    # here independently of inverse_softplus
+    def raw(v):
+        return v + math.log1p(-math.exp(-5 * v)) / 5
+
+    torch.testing.assert_close(net.raw_lambda_p.detach(), torch.full((3,), raw(3.0)))
+    torch.testing.assert_close(net.raw_lambda_y.detach(), torch.full((3,), raw(0.1)))
+    expected_q = torch.tensor([raw(0.15), raw(0.2), raw(0.25)])
+    torch.testing.assert_close(net.raw_lambda_q.detach(), expected_q)
+
+
+@pytest.mark.parametrize("value", [1e-3, 0.1, 1.0, 3.0, 10.0])
+def test_inverse_softplus_inverts_the_strength_softplus(value):
+    raw = torch.tensor(inverse_softplus(value), dtype=torch.float64)
+    assert float(F.softplus(raw, beta=LAMBDA_BETA)) == pytest.approx(value, rel=1e-12)
+
+
+def final_parameters(net, kspace, coils, mask):
+    with torch.no_grad():
+        return net(kspace, coils, mask).parameters[-1]
+
+
+def randomise(module, seed):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for weight in module.parameters():
+            weight.copy_(0.3 * torch.randn(weight.shape, generator=gen))
+
+
+def test_zero_lambda_y_makes_the_output_independent_of_the_image_regulariser():
+    model, kspace, coils, mask, _ = tiny_problem()
+    net = PINQI(model, TINY)
+    # at the default lambda_y, Y_theta's weights change the result...
+    randomise(net.image_net, 0)
+    first = final_parameters(net, kspace, coils, mask)
+    randomise(net.image_net, 1)
+    assert not torch.allclose(final_parameters(net, kspace, coils, mask), first)
+    # ...at lambda_y = 0 exactly (softplus(-inf) = 0) they cannot
+    with torch.no_grad():
+        net.raw_lambda_y.fill_(-float("inf"))
+    assert torch.equal(net.strengths()["lambda_y"], torch.zeros(TINY.iterations))
+    randomise(net.image_net, 0)
+    first = final_parameters(net, kspace, coils, mask)
+    randomise(net.image_net, 1)
+    second = final_parameters(net, kspace, coils, mask)
+    assert torch.isfinite(first).all()
+    assert torch.equal(first, second)
+
+
+def test_without_signal_fit_the_parameters_are_p_theta_outputs():
+    model, kspace, coils, mask, _ = tiny_problem()
+    full = PINQI(model, TINY)
+    ablated = PINQI(model, replace(TINY, use_signal_fit=False))
+    ablated.load_state_dict(full.state_dict())
+    with torch.no_grad():
+        out = ablated(kspace, coils, mask)
+        with_fit = full(kspace, coils, mask)
+    assert out.fit_infos == []
+    assert len(out.cg_infos) == TINY.iterations
+    assert len(out.parameters) == len(out.parameter_priors) == TINY.iterations + 1
+    for parameters, prior in zip(out.parameters, out.parameter_priors, strict=True):
+        assert torch.equal(parameters, prior)
+    # with the fit layer, the prediction is not P_theta's output
+    assert len(with_fit.fit_infos) == TINY.iterations
+    difference = (with_fit.parameters[-1] - with_fit.parameter_priors[-1]).abs().amax()
+    assert float(difference) > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("iterate", "expected_calls"),
+    [(False, {"parameter_net": 1, "image_net": 1}), (True, {"parameter_net": 3, "image_net": 2})],
+)
+def test_iterate_networks_sets_how_often_each_unet_runs(iterate, expected_calls):
+    model, kspace, coils, mask, _ = tiny_problem()
+    net = PINQI(model, replace(TINY, iterate_networks=iterate))
+    inputs = {"parameter_net": [], "image_net": []}
+    for name, calls in inputs.items():
+        getattr(net, name).register_forward_hook(
+            lambda module, args, output, calls=calls: calls.append(args)
+        )
+    with torch.no_grad():
+        out = net(kspace, coils, mask)
+    assert {name: len(calls) for name, calls in inputs.items()} == expected_calls
+    priors = out.parameter_priors
+    assert len(priors) == TINY.iterations + 1
+    same_prior = [torch.equal(prior, priors[0]) for prior in priors[1:]]
+    assert all(same_prior) if not iterate else not any(same_prior)
+    if not iterate:
+        # both UNets see the initial images y0 only, at iterations 0 (P) and 1 (Y)
+        (p_input, p_iteration), (y_input, y_iteration) = (
+            inputs["parameter_net"][0],
+            inputs["image_net"][0],
+        )
+        y0 = complex_to_channels(out.images[0])
+        assert torch.equal(p_input, y0.flatten(1, 2))
+        assert torch.equal(y_input, y0)
+        assert p_iteration.tolist() == [0.0, 0.0]
+        assert y_iteration.tolist() == [1.0, 1.0]
+
+
+def test_without_parameter_regulariser_the_fit_is_unregularised():
+    # P_theta still sets p_0 (and through q(p_0) the first data-consistency prior), so the
+    # result does depend on its weights; what must hold is that every fit has lambda_p = 0:
+    # the last one equals an unregularised fit from the same start, whatever p_reg
+    model, kspace, coils, mask, _ = tiny_problem()
+    net = PINQI(model, replace(TINY, use_parameter_regulariser=False))
+    with torch.no_grad():
+        out = net(kspace, coils, mask)
+        images, start = out.images[-1], out.parameters[-2]
+        fit = partial(signal_fit, model, images, p0=start, max_iter=TINY.fit_iterations, warn=False)
+        anything = torch.randn(start.shape, generator=torch.Generator().manual_seed(5))
+        unregularised = fit(anything, 0.0)
+        lam_p = net.strengths()["lambda_p"][-1].expand(2)
+        regularised = fit(out.parameter_priors[-1], lam_p)
+    assert torch.equal(out.parameters[-1], unregularised)
+    # the check can tell: the regularised fit (the full network's) lands elsewhere
+    assert float((regularised - unregularised).abs().amax()) > 1e-3
+
+
+def test_without_image_regulariser_equals_full_network_at_zero_lambda_y():
+    model, kspace, coils, mask, _ = tiny_problem()
+    full = PINQI(model, TINY)
+    ablated = PINQI(model, replace(TINY, use_image_regulariser=False))
+    assert ablated.image_net is None
+    shared = {k: v for k, v in full.state_dict().items() if not k.startswith("image_net.")}
+    ablated.load_state_dict(shared)
+    with torch.no_grad():
+        reference = ablated(kspace, coils, mask)
+        with_y_theta = full(kspace, coils, mask)
+        full.raw_lambda_y.fill_(-float("inf"))
+        at_zero_lambda_y = full(kspace, coils, mask)
+    for ours, theirs in zip(reference.parameters, at_zero_lambda_y.parameters, strict=True):
+        assert torch.equal(ours, theirs)
+    for ours, theirs in zip(reference.images, at_zero_lambda_y.images, strict=True):
+        assert torch.equal(ours, theirs)
+    # the comparison can tell: with lambda_y > 0, Y_theta changes the result
+    assert not torch.allclose(with_y_theta.parameters[-1], reference.parameters[-1])
+
+
+def test_output_reports_each_solve_of_each_iteration():
+    # float64, so that the reports can be recomputed closely from the iterates
+    model, kspace, coils, mask, _ = tiny_problem()
+    net = PINQI(model, replace(TINY, use_image_regulariser=False)).double()
+    kspace, coils = kspace.to(torch.complex128), coils.to(torch.complex128)
+    with torch.no_grad():
+        out = net(kspace, coils, mask)
+    assert len(out.cg_infos) == len(out.fit_infos) == TINY.iterations
+    for info in out.cg_infos + out.fit_infos:
+        assert info.residual.shape == info.converged.shape == (2,)
+    assert all(1 <= info.iterations <= TINY.cg_iterations for info in out.cg_infos)
+    assert all(1 <= info.iterations <= TINY.fit_iterations for info in out.fit_infos)
+    lam = net.strengths()
+    acquisition = CartesianAcquisition(coils, mask)
+    for i in range(TINY.iterations):
+        # CG: relative residual of (A^H A + lambda_q I) y_i = A^H k + lambda_q q(p_{i-1})
+        y, lam_q = out.images[i + 1], lam["lambda_q"][i]
+        rhs = acquisition.adjoint(kspace) + lam_q * model(out.parameters[i])
+        residual = acquisition.gram(y) + lam_q * y - rhs
+        relative = residual.flatten(1).norm(dim=1) / rhs.flatten(1).norm(dim=1)
+        torch.testing.assert_close(out.cg_infos[i].residual, relative, rtol=1e-6, atol=1e-12)
+        # fit: worst per-pixel gradient norm of ||q(p) - y_i||^2 + lambda_p ||p - p_reg||^2
+        p = out.parameters[i + 1].clone().requires_grad_(True)
+        objective = (model(p) - y).abs() ** 2
+        penalty = lam["lambda_p"][i] * (p - out.parameter_priors[i + 1]) ** 2
+        (gradient,) = torch.autograd.grad(objective.sum() + penalty.sum(), p)
+        worst = gradient.norm(dim=1).flatten(1).amax(1)
+        torch.testing.assert_close(out.fit_infos[i].residual, worst, rtol=1e-6, atol=1e-12)
 
 
 @pytest.mark.parametrize(

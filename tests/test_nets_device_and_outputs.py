@@ -10,7 +10,6 @@ from pinqi.nets import PINQI, PINQIConfig
 from pinqi.nets.blocks import group_norm
 from pinqi.physics import SaturationRecovery
 from pinqi.solvers import data_consistency, signal_fit
-
 from test_nets import TINY, tiny_problem
 
 
@@ -123,7 +122,7 @@ def test_inputs_are_validated_once_per_forward_not_per_iteration(monkeypatch):
 
 
 def test_wrong_number_of_frames_is_a_clear_error():
-    model, kspace, coils, mask, _ = tiny_problem()
+    _, kspace, coils, mask, _ = tiny_problem()
     net = PINQI(SaturationRecovery((0.5, 1.0)), TINY)
     with pytest.raises(ValueError, match="3 frames but the network was built for n_tau=2"):
         net(kspace, coils, mask)

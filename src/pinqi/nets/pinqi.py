@@ -13,7 +13,7 @@ from torch import nn
 
 from pinqi.nets.unet import UNet
 from pinqi.physics import CartesianAcquisition, SignalModel, signal_model
-from pinqi.solvers import SolverInfo
+from pinqi.solvers import SolverInfo, conjugate_gradient
 from pinqi.solvers.data_consistency import solve_data_consistency
 from pinqi.solvers.signal_fit import Solver, solve_signal_fit
 
@@ -176,9 +176,8 @@ class PINQI(nn.Module):
         ]
         if outside:
             raise ValueError(f"parameter_init must lie inside the signal model's bounds: {outside}")
-        self.register_buffer("parameter_init", torch.tensor(init))
-        self.register_buffer("parameter_scale", torch.tensor(scale))
-        self.register_buffer("parameter_bounds", torch.tensor(signal_model.bounds))
+        self.parameter_init: tuple[float, ...] = tuple(map(float, init))
+        self.parameter_scale: tuple[float, ...] = tuple(map(float, scale))
         t = config.iterations
         self.raw_lambda_y = nn.Parameter(torch.full((t,), inverse_softplus(config.lambda_y)))
         self.raw_lambda_q = nn.Parameter(
@@ -214,12 +213,17 @@ class PINQI(nn.Module):
         keeps a non-zero gradient (in float32 up to |a o + b| of about 80) and stays inside the
         signal fit's bounds.
         """
-        shape = (1, -1, 1, 1)
-        lower, upper = (b.reshape(shape) for b in self.parameter_bounds.unbind(1))
+        constants = torch.tensor(
+            [self.parameter_init, self.parameter_scale, *zip(*self.signal_model.bounds, strict=True)],
+            dtype=torch.float64,
+            device=out.device,
+        ).reshape(4, 1, -1, 1, 1)
+        init, scale, lower, upper = constants.unbind(0)
         width = upper - lower
-        start = ((self.parameter_init.reshape(shape) - lower) / width).to(out.dtype)
-        gain = 10 * self.parameter_scale.reshape(shape) / (width * start * (1 - start))
-        a = gain * out + torch.logit(start)
+        start = (init - lower) / width
+        gain = (10 * scale / (width * start * (1 - start))).to(out.dtype)
+        lower, upper, width = (x.to(out.dtype) for x in (lower, upper, width))
+        a = gain * out + torch.logit(start).to(out.dtype)
         # each side measured from its own bound, so that neither saturates early in float32
         return torch.where(
             a < 0, lower + width * torch.sigmoid(a), upper - width * torch.sigmoid(-a)
@@ -240,17 +244,15 @@ class PINQI(nn.Module):
     def initial_images(
         self, acquisition: CartesianAcquisition, kspace: torch.Tensor
     ) -> torch.Tensor:
-        """A few CG iterations on A^H A y = A^H k from y = A^H k (no gradient needed)."""
-        with torch.no_grad():
-            y, _ = solve_data_consistency(
-                acquisition,
-                kspace,
-                [],
-                [],
-                max_iter=self.config.cg_init_iterations,
-                tol=0.0,
-                x0=acquisition.adjoint(kspace),
-            )
+        """A few CG iterations on A^H A y = A^H k from y = A^H k.
+
+        Differentiated through the (few) iterations, so that gradients with respect to the
+        k-space and the coil maps include the path through y_0 into P_theta and Y_theta.
+        """
+        adjoint = acquisition.adjoint(kspace)
+        y, _ = conjugate_gradient(
+            acquisition.gram, adjoint, adjoint, max_iter=self.config.cg_init_iterations, tol=0.0
+        )
         return y
 
     def forward(
