@@ -213,8 +213,9 @@ class PINQI(nn.Module):
         keeps a non-zero gradient (in float32 up to |a o + b| of about 80) and stays inside the
         signal fit's bounds.
         """
+        lower_bounds, upper_bounds = zip(*self.signal_model.bounds, strict=True)
         constants = torch.tensor(
-            [self.parameter_init, self.parameter_scale, *zip(*self.signal_model.bounds, strict=True)],
+            [self.parameter_init, self.parameter_scale, lower_bounds, upper_bounds],
             dtype=torch.float64,
             device=out.device,
         ).reshape(4, 1, -1, 1, 1)
