@@ -179,6 +179,8 @@ class PINQITask(L.LightningModule):
         self.skipped_steps += 1
         self.skipped_in_a_row += 1
         self.log("skipped_steps", float(self.skipped_steps), batch_size=size)
+        # NaN, or the log would repeat the last good step's values in this row
+        self._log_step(float("nan"), float("nan"), size)
         limit = self.config.optim.max_nonfinite_steps
         if self.skipped_in_a_row >= limit:
             raise NonFiniteTrainingError(
@@ -215,8 +217,13 @@ class PINQITask(L.LightningModule):
         optimizer.step()
         scheduler.step()
         self.skipped_in_a_row = 0
-        self.log("train_loss", loss.detach(), prog_bar=True, batch_size=size)
-        self.log("grad_norm", norm, batch_size=size)
+        self._log_step(loss.detach(), norm, size)
+
+    def _log_step(
+        self, loss: torch.Tensor | float, grad_norm: torch.Tensor | float, size: int
+    ) -> None:
+        self.log("train_loss", loss, prog_bar=True, batch_size=size)
+        self.log("grad_norm", grad_norm, batch_size=size)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Validation loss and T1/M0 metrics inside the brain mask."""

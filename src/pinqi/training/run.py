@@ -91,8 +91,10 @@ def train(config: ExperimentConfig, out: str | Path, resume: str | Path | None =
     if checkpoint is None:
         Path(logger.log_dir, "metrics.csv").unlink(missing_ok=True)
     else:
-        step = torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
-        _truncate_log(Path(logger.log_dir) / "metrics.csv", int(step))
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        # the log counts batches, skipped ones included; global_step counts updates only
+        batches = int(state["global_step"]) + int(state.get("skipped_steps", 0))
+        _truncate_log(Path(logger.log_dir) / "metrics.csv", batches)
     config.to_yaml(out / "config.yaml")
     L.seed_everything(config.seed, workers=True)
     optim = config.optim
