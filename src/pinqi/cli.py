@@ -18,6 +18,8 @@ def _simulate(args: argparse.Namespace) -> None:
     from pinqi.data.simulation import TAU_ABLATION, TAU_PAPER, SimulationConfig
     from pinqi.evaluation.figures import plot_sample
 
+    if args.subjects is not None and not args.brainweb:
+        raise SystemExit("pinqi simulate: --subjects needs --brainweb DIR (BrainWeb subjects)")
     anatomy = "brainweb" if args.brainweb else "builtin"
     config = SimulationConfig(
         size=args.size,
@@ -28,8 +30,11 @@ def _simulate(args: argparse.Namespace) -> None:
         brainweb_dir=str(args.brainweb) if args.brainweb else None,
         orientation=args.orientation,
     )
-    dataset = SimulatedDataset(config, args.split, args.n_samples, seed=args.seed)
-    path = write_h5(args.out, dataset, progress=not args.quiet)
+    dataset = SimulatedDataset(
+        config, args.split, args.n_samples, seed=args.seed, subjects=args.subjects
+    )
+    attributes = {} if args.subjects is None else {"subjects": ",".join(dataset.anatomy.subjects)}
+    path = write_h5(args.out, dataset, progress=not args.quiet, attributes=attributes)
     figure = args.figure or path.with_suffix(".png")
     plot_sample(dataset[0], figure)
     print(f"wrote {args.n_samples} {args.split} samples to {path} and a sample figure to {figure}")
@@ -65,9 +70,23 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from pinqi.evaluation.bart import BartConfig, BartNotFoundError
     from pinqi.evaluation.evaluate import evaluate
 
-    evaluate(args.checkpoint, args.data, args.out, batch_size=args.batch_size, device=args.device)
+    settings = {"tv_weight": args.bart_tv, "iterations": args.bart_iterations}
+    bart = BartConfig(**{k: v for k, v in settings.items() if v is not None})
+    try:
+        evaluate(
+            args.checkpoint,
+            args.data,
+            args.out,
+            batch_size=args.batch_size,
+            device=args.device,
+            references=args.reference,
+            bart=bart,
+        )
+    except BartNotFoundError as error:
+        raise SystemExit(f"pinqi evaluate: {error}") from None
     print(f"wrote {args.out / 'metrics.csv'}, summary.md, maps.png and distributions.png")
 
 
@@ -169,6 +188,21 @@ def _roi(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+#: Reference methods of ``pinqi evaluate --reference`` (pinqi.evaluation.evaluate.REFERENCES).
+REFERENCE_NAMES = ("bart",)
+
+
+def _names(text: str, known: Sequence[str] | None = None) -> list[str]:
+    """A comma-separated list of names, e.g. ``"20,49"``; each in ``known`` if given."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    unknown = [name for name in names if known is not None and name not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {list(known)}")
+    return names
+
+
 def _device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
@@ -238,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--coils", type=int, default=8, help="number of receiver coils")
     simulate.add_argument("--acceleration", type=float, default=8.0, help="undersampling factor")
+    simulate.add_argument(
+        "--subjects",
+        type=_names,
+        help="BrainWeb subjects of the split, comma separated, e.g. 20,49 (only with "
+        "--brainweb; all must be in DIR; default: the paper's split)",
+    )
     simulate.add_argument("--figure", type=Path, help="sample figure (default: OUT with .png)")
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
     simulate.set_defaults(run=_simulate)
@@ -258,10 +298,32 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="metrics of PINQI and the CG-SENSE baseline on a simulated test set",
         description="Reconstruct every sample with PINQI and with the non-learned baseline "
-        "(pixel-wise fit on CG-SENSE), and write per-sample T1/M0 errors inside the brain "
-        "mask to OUT/metrics.csv, a summary and figures.",
+        "(pixel-wise fit on CG-SENSE), optionally with reference methods (--reference bart), "
+        "and write per-sample T1/M0 errors inside the brain mask to OUT/metrics.csv, a "
+        "summary and figures.",
     )
     _model_arguments(evaluate)
+    evaluate.add_argument(
+        "--reference",
+        action="extend",
+        type=lambda text: _names(text, REFERENCE_NAMES),
+        default=[],
+        metavar="NAME",
+        help="add a reference method: bart (BART pics with spatial TV + the baseline's fit, "
+        "rows 'bart-pics'; needs the bart command); repeatable or comma separated; "
+        "default: none",
+    )
+    evaluate.add_argument(
+        "--bart-tv",
+        type=float,
+        help="TV weight of bart pics (default: BartConfig's, chosen on the validation split, "
+        "see docs/benchmarks.md)",
+    )
+    evaluate.add_argument(
+        "--bart-iterations",
+        type=int,
+        help="iterations of bart pics (default: BartConfig's, chosen on the validation split)",
+    )
     evaluate.set_defaults(run=_evaluate)
 
     reconstruct = commands.add_parser(

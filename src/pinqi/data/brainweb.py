@@ -97,10 +97,75 @@ def _has_fuzzy(folder: Path, subject: str) -> bool:
     return all(fuzzy_path(folder, subject, c).is_file() for c in FUZZY_CLASSES)
 
 
-def split_subjects(folder: str | Path, split: str) -> list[str]:
-    """The subjects of ``split`` present in ``folder``; warns about missing ones."""
+def normalise_subjects(subjects: Sequence[str | int]) -> tuple[str, ...]:
+    """Subject numbers as BrainWeb's two-digit names, e.g. ``[20, "4"]`` -> ``("20", "04")``.
+
+    Raises
+    ------
+    ValueError
+        If the list is empty (or a bare string), or holds a repeated subject or an entry
+        that is not one of BrainWeb's :data:`SUBJECTS`; the message names the bad entries.
+    """
+    if isinstance(subjects, str | bytes) or len(subjects) == 0:
+        raise ValueError(
+            f"subjects must be a non-empty list such as ['20', '49'], got {subjects!r}"
+        )
+    names = []
+    for subject in subjects:
+        text = str(subject).strip()
+        names.append(f"{int(text):02d}" if text.isdigit() else text)
+    unknown = [name for name in names if name not in SUBJECTS]
+    if unknown:
+        raise ValueError(f"unknown BrainWeb subjects {unknown}; valid: {list(SUBJECTS)}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"BrainWeb subjects {repeated} are listed more than once")
+    return tuple(names)
+
+
+def resolve_subjects(folder: str | Path, subjects: Sequence[str | int]) -> list[str]:
+    """An explicit subject list (see :func:`normalise_subjects`), all present in ``folder``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``folder`` does not exist, or if any subject lacks a complete crisp or fuzzy model
+        there; the message names every missing subject and the folder.
+    ValueError
+        For a malformed list (:func:`normalise_subjects`).
+    """
+    names = normalise_subjects(subjects)
+    present = available_subjects(folder, names)
+    missing = [name for name in names if name not in present]
+    if missing:
+        raise FileNotFoundError(
+            f"BrainWeb subjects {missing} not found in {folder} (expected "
+            f"{crisp_path(Path(folder), missing[0]).name} or the {len(FUZZY_CLASSES)} fuzzy "
+            f"files {fuzzy_path(Path(folder), missing[0], 'CLASS').name})"
+        )
+    return list(names)
+
+
+def split_subjects(
+    folder: str | Path, split: str, subjects: Sequence[str | int] | None = None
+) -> list[str]:
+    """The subjects of ``split`` present in ``folder``; warns about missing ones.
+
+    Parameters
+    ----------
+    folder
+        Folder of BrainWeb files.
+    split
+        ``"train"``, ``"val"`` or ``"test"``.
+    subjects
+        An explicit subject list for this split, used exactly as given
+        (:func:`resolve_subjects`: every one must be present); None (default) takes the
+        paper's split, :data:`SPLITS`, and uses those of its subjects that are present.
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    if subjects is not None:
+        return resolve_subjects(folder, subjects)
     present = available_subjects(folder, SPLITS[split])
     missing = sorted(set(SPLITS[split]) - set(present))
     if not present:

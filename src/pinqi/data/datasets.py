@@ -10,7 +10,7 @@ and test sets are written once to HDF5 (:func:`write_h5`) and read back with :cl
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import h5py
@@ -61,13 +61,22 @@ class BrainWebAnatomy:
         ``"train"``, ``"val"`` or ``"test"`` (:data:`~pinqi.data.brainweb.SPLITS`).
     orientation, min_brain_fraction
         Slice selection, see :class:`~pinqi.data.simulation.SimulationConfig`.
+    subjects
+        Explicit subjects of this split (e.g. ``["20", "49"]``), all of which must be in
+        ``folder``; None (default): the paper's split (see
+        :func:`~pinqi.data.brainweb.split_subjects`).
     """
 
     def __init__(
-        self, folder: str | Path, split: str, orientation: str, min_brain_fraction: float
+        self,
+        folder: str | Path,
+        split: str,
+        orientation: str,
+        min_brain_fraction: float,
+        subjects: Sequence[str | int] | None = None,
     ) -> None:
         self.folder = Path(folder)
-        self.subjects = split_subjects(self.folder, split)
+        self.subjects = split_subjects(self.folder, split, subjects)
         self.axis = ORIENTATION_AXES[orientation]
         self.min_brain_fraction = min_brain_fraction
         self._loaded: dict[str, BrainWebSubject] = {}
@@ -115,20 +124,37 @@ class SimulatedDataset(torch.utils.data.Dataset):
         Data set seed.
     epoch
         Epoch; training sets get fresh samples with :meth:`set_epoch`.
+    subjects
+        Explicit BrainWeb subjects of this split (anatomy ``"brainweb"`` only), e.g.
+        ``["20", "49"]``; None (default): the paper's split.
     """
 
     def __init__(
-        self, config: SimulationConfig, split: str, n_samples: int, seed: int = 0, epoch: int = 0
+        self,
+        config: SimulationConfig,
+        split: str,
+        n_samples: int,
+        seed: int = 0,
+        epoch: int = 0,
+        subjects: Sequence[str | int] | None = None,
     ) -> None:
         if split not in SPLIT_CODES:
             raise ValueError(f"split must be one of {sorted(SPLIT_CODES)}, got {split!r}")
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        if subjects is not None and config.anatomy != "brainweb":
+            raise ValueError(
+                f"subjects {list(subjects)} need anatomy 'brainweb', got {config.anatomy!r}"
+            )
         self.config, self.split, self.n_samples = config, split, n_samples
         self.seed, self.epoch = seed, epoch
         if config.anatomy == "brainweb":
             self.anatomy: BuiltinAnatomy | BrainWebAnatomy = BrainWebAnatomy(
-                config.brainweb_dir, split, config.orientation, config.min_brain_fraction
+                config.brainweb_dir,
+                split,
+                config.orientation,
+                config.min_brain_fraction,
+                subjects,
             )
         else:
             self.anatomy = BuiltinAnatomy()

@@ -54,9 +54,26 @@ def cg_sense_fit(
         return_info=True,
         warn=False,
     )
+    p, fit_info = fit_flat_prior(model, images, config.lambda_fit)
+    return (p, cg_info, fit_info) if return_info else p
+
+
+def fit_flat_prior(
+    model: SignalModel, images: torch.Tensor, lambda_fit: float
+) -> tuple[torch.Tensor, SolverInfo]:
+    """The baseline's pixel-wise fit of reconstructed images: parameters and convergence report.
+
+    Fits ``model`` to ``images`` ``(batch, n_tau, H, W)`` pixel by pixel (newton, at most 100
+    iterations), weakly pulled (strength ``lambda_fit``) towards the flat prior M0 = the last
+    frame, R1 = 1 1/s. Shared by every "reconstruction + fit" method (CG-SENSE, BART pics), so
+    that they differ only in their images.
+
+    Returns
+    -------
+    tuple
+        Parameter maps ``(batch, P, H, W)`` = [Re M0, Im M0, R1 in 1/s] on the device of
+        ``images``, and the fit's :class:`~pinqi.solvers.SolverInfo`.
+    """
     last = images[:, -1]
     p_reg = torch.stack([last.real, last.imag, torch.ones_like(last.real)], dim=1)
-    p, fit_info = signal_fit(
-        model, images, p_reg, config.lambda_fit, max_iter=100, return_info=True, warn=False
-    )
-    return (p, cg_info, fit_info) if return_info else p
+    return signal_fit(model, images, p_reg, lambda_fit, max_iter=100, return_info=True, warn=False)

@@ -6,6 +6,7 @@ import csv
 import statistics
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pinqi.data.datasets import H5Dataset
+from pinqi.evaluation.bart import BartConfig, bart_pics_fit, find_bart
 from pinqi.evaluation.baseline import cg_sense_fit
 from pinqi.evaluation.metrics import MIN_R1, parameter_metrics, t1_from_r1
 from pinqi.io.checkpoints import load_model
@@ -22,6 +24,9 @@ from pinqi.nets.pinqi import PINQI
 from pinqi.solvers import ConvergenceWarning
 
 METHODS = ("PINQI", "CG-SENSE + fit")
+
+#: Optional reference methods (``pinqi evaluate --reference NAME``) and their method names.
+REFERENCES = {"bart": "bart-pics"}
 
 #: The batch entries the reconstructions read.
 INPUTS = ("kspace", "coil_maps", "mask")
@@ -63,24 +68,32 @@ class Reconstructions:
     Attributes
     ----------
     maps
-        Method name (:data:`METHODS`) to parameter maps ``(n, P, H, W)`` on the CPU.
+        Method name (:data:`METHODS`, and the :data:`REFERENCES` that ran) to parameter maps
+        ``(n, P, H, W)`` on the CPU.
     seconds
         Wall time in s of ``"data"`` (loading the batches and moving them to the device),
-        ``"PINQI"`` and, when it ran, ``"baseline"``.
+        ``"PINQI"`` and, when they ran, ``"baseline"`` and each reference (by method name,
+        e.g. ``"bart-pics"``).
     """
 
     maps: dict[str, torch.Tensor]
     seconds: dict[str, float]
 
     def timing(self) -> str:
-        """One line, e.g. ``time: data 0.3 s, PINQI 12.1 s (0.38 s/sample), baseline 4.2 s``."""
+        """One line, e.g. ``time: data 0.3 s, PINQI 12.1 s (0.38 s/sample), baseline 4.2 s``.
+
+        References that ran follow, e.g. ``, bart-pics 30.5 s``.
+        """
         n = len(self.maps["PINQI"])
         parts = [
             f"data {self.seconds['data']:.1f} s",
             f"PINQI {self.seconds['PINQI']:.1f} s ({self.seconds['PINQI'] / n:.2f} s/sample)",
         ]
-        if "baseline" in self.seconds:
-            parts.append(f"baseline {self.seconds['baseline']:.1f} s")
+        parts += [
+            f"{name} {seconds:.1f} s"
+            for name, seconds in self.seconds.items()
+            if name not in ("data", "PINQI")
+        ]
         return "time: " + ", ".join(parts)
 
 
@@ -109,8 +122,9 @@ def reconstruct_all(
     baseline: bool,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    bart: BartConfig | None = None,
 ) -> Reconstructions:
-    """Parameter maps ``(n, P, H, W)`` of PINQI (and of the baseline) for every sample.
+    """Parameter maps ``(n, P, H, W)`` of PINQI (and of the baseline, of BART) for every sample.
 
     Parameters
     ----------
@@ -126,8 +140,13 @@ def reconstruct_all(
         Show a progress bar that counts samples.
     device
         Where to reconstruct (see :func:`resolve_device`); the maps come back on the CPU.
+    bart
+        Also run the BART reference (:func:`~pinqi.evaluation.bart.bart_pics_fit`, method
+        ``"bart-pics"``) with these settings; ``pics`` runs on the CPU, its fit on ``device``.
     """
     device = resolve_device(device)
+    if bart is not None:
+        find_bart()
     model.to(device)
     signal_model = model.signal_model
     if not torch.allclose(dataset.tau.to(signal_model.tau), signal_model.tau):
@@ -137,8 +156,12 @@ def reconstruct_all(
             stacklevel=2,
         )
         signal_model.tau = dataset.tau.to(signal_model.tau)
-    maps: dict[str, list[torch.Tensor]] = {m: [] for m in METHODS[: 1 + baseline]}
+    bart_method = REFERENCES["bart"]
+    names = [*METHODS[: 1 + baseline], *([bart_method] if bart is not None else [])]
+    maps: dict[str, list[torch.Tensor]] = {m: [] for m in names}
     seconds = {"data": 0.0, "PINQI": 0.0} | ({"baseline": 0.0} if baseline else {})
+    if bart is not None:
+        seconds[bart_method] = 0.0
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     bar = tqdm(total=len(dataset), unit="sample", disable=not progress)
     with bar, torch.no_grad(), warnings.catch_warnings():
@@ -154,6 +177,10 @@ def reconstruct_all(
             if baseline:
                 maps["CG-SENSE + fit"].append(cg_sense_fit(signal_model, *inputs).cpu())
                 seconds["baseline"] += _clock(device) - done
+            if bart is not None:
+                done = _clock(device)
+                maps[bart_method].append(bart_pics_fit(signal_model, *inputs, bart).cpu())
+                seconds[bart_method] += _clock(device) - done
             bar.update(len(inputs[0]))
             start = _clock(device)
     return Reconstructions({name: torch.cat(m) for name, m in maps.items()}, seconds)
@@ -165,6 +192,8 @@ def evaluate(
     out: str | Path,
     batch_size: int = 4,
     device: str | torch.device = "cpu",
+    references: Sequence[str] = (),
+    bart: BartConfig | None = None,
 ) -> list[dict]:
     """Metrics of PINQI and the baseline per test sample; CSV, summary and figures in ``out``.
 
@@ -175,18 +204,42 @@ def evaluate(
     Fig. 5). Prints the summary table and where the time went.
 
     ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``) is where both methods run.
+    ``references`` adds reference methods (:data:`REFERENCES`): ``"bart"`` adds rows of
+    method ``bart-pics`` (BART pics with spatial TV, then the baseline's fit) with the
+    settings ``bart`` (default :class:`~pinqi.evaluation.bart.BartConfig`). A missing tool
+    is reported before anything is computed, and ``out`` is created only once every
+    reconstruction has finished, so a failure leaves ``out`` untouched.
+
+    Raises
+    ------
+    ValueError
+        For an unknown reference name.
+    BartNotFoundError
+        For ``"bart"`` in ``references`` when ``bart`` is not installed.
     """
     from pinqi.evaluation.figures import plot_distributions, plot_maps
 
+    unknown = sorted(set(references) - set(REFERENCES))
+    if unknown:
+        raise ValueError(f"unknown reference methods {unknown}; known: {sorted(REFERENCES)}")
+    if "bart" in references:
+        find_bart()
     device = resolve_device(device)
     model, _ = load_model(checkpoint, map_location=str(device))
     dataset = H5Dataset(data)
     if not dataset.has_ground_truth:
         raise ValueError(f"{data} has no ground truth (params, brain_mask): use pinqi reconstruct")
     _check_compatible(model, dataset, Path(data))
+    result = reconstruct_all(
+        model,
+        dataset,
+        batch_size,
+        baseline=True,
+        device=device,
+        bart=(bart or BartConfig()) if "bart" in references else None,
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = reconstruct_all(model, dataset, batch_size, baseline=True, device=device)
     truth = torch.stack([dataset[i]["params"] for i in range(len(dataset))])
     masks = torch.stack([dataset[i]["brain_mask"] for i in range(len(dataset))])
     rows = []
