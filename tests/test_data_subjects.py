@@ -115,8 +115,8 @@ def test_cli_simulate_with_subjects(folder, tmp_path, capsys):
     )
     with h5py.File(out) as f:
         assert set(f["subject"][()].tolist()) <= {20, 49}
-        assert f.attrs["subjects"] == "20,49"
-        assert json.loads(f.attrs["config"])["anatomy"] == "brainweb"
+        config = json.loads(f.attrs["config"])
+        assert config["anatomy"] == "brainweb" and config["subjects"] == {"train": ["20", "49"]}
     assert "wrote 4 train samples" in capsys.readouterr().out
 
 
@@ -143,3 +143,26 @@ def test_cli_simulate_names_missing_subjects(folder, tmp_path):
             ]
         )
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_subjects_per_split_in_the_simulation_config(folder):
+    """``data.subjects`` of a preset selects the subjects of each split; others keep the paper's."""
+    config = SimulationConfig(
+        size=16,
+        fov_mm=20.0,
+        anatomy="brainweb",
+        brainweb_dir=str(folder),
+        subjects={"test": [20, "49"]},
+    )
+    assert config.subjects == {"test": ("20", "49")}
+    assert SimulatedDataset(config, "test", 2).anatomy.subjects == ["20", "49"]
+    assert SimulatedDataset(config, "val", 2).anatomy.subjects == ["05"]
+    assert SimulationConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError, match=r"subjects \['20'\] are in more than one split"):
+        SimulationConfig(
+            anatomy="brainweb", brainweb_dir="x", subjects={"test": ["20"], "train": ["20"]}
+        )
+    with pytest.raises(ValueError, match="need anatomy 'brainweb'"):
+        SimulationConfig(subjects={"test": ["20"]})
+    with pytest.raises(ValueError, match="unknown splits"):
+        SimulationConfig(anatomy="brainweb", brainweb_dir="x", subjects={"tset": ["20"]})

@@ -29,12 +29,10 @@ def _simulate(args: argparse.Namespace) -> None:
         anatomy=anatomy,
         brainweb_dir=str(args.brainweb) if args.brainweb else None,
         orientation=args.orientation,
+        subjects=None if args.subjects is None else {args.split: tuple(args.subjects)},
     )
-    dataset = SimulatedDataset(
-        config, args.split, args.n_samples, seed=args.seed, subjects=args.subjects
-    )
-    attributes = {} if args.subjects is None else {"subjects": ",".join(dataset.anatomy.subjects)}
-    path = write_h5(args.out, dataset, progress=not args.quiet, attributes=attributes)
+    dataset = SimulatedDataset(config, args.split, args.n_samples, seed=args.seed)
+    path = write_h5(args.out, dataset, progress=not args.quiet)
     figure = args.figure or path.with_suffix(".png")
     plot_sample(dataset[0], figure)
     print(f"wrote {args.n_samples} {args.split} samples to {path} and a sample figure to {figure}")

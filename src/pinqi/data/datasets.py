@@ -142,6 +142,7 @@ class SimulatedDataset(torch.utils.data.Dataset):
             raise ValueError(f"split must be one of {sorted(SPLIT_CODES)}, got {split!r}")
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        subjects = subjects if subjects is not None else config.split_subjects(split)
         if subjects is not None and config.anatomy != "brainweb":
             raise ValueError(
                 f"subjects {list(subjects)} need anatomy 'brainweb', got {config.anatomy!r}"

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn.functional as F
 
+from pinqi.data.brainweb import normalise_subjects
 from pinqi.data.fields import random_polynomial, smooth_noise
 from pinqi.data.tissues import BRAIN_LABELS, N_CLASSES, TISSUES
 from pinqi.physics import (
@@ -69,6 +70,10 @@ class SimulationConfig:
         subject's largest brain area in that orientation.
     max_rotation_deg, scale_range, max_shift_mm, flips
         Geometric augmentation (applied to the training split only).
+    subjects
+        BrainWeb subjects per split, e.g. ``{"test": ("20", "49")}``; a split not named keeps
+        the paper's subjects (:data:`~pinqi.data.brainweb.SPLITS`). The splits must not share
+        a subject.
     """
 
     size: int = 192
@@ -86,6 +91,7 @@ class SimulationConfig:
     scale_range: tuple[float, float] = (0.9, 1.1)
     max_shift_mm: float = 5.0
     flips: bool = True
+    subjects: dict[str, tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or self.size < 8 or self.size % 2:
@@ -118,6 +124,12 @@ class SimulationConfig:
             raise ValueError(
                 f"orientation must be one of {sorted(ORIENTATION_AXES)}, got {self.orientation!r}"
             )
+        if self.subjects is not None:
+            object.__setattr__(self, "subjects", _check_subjects(self.subjects, self.anatomy))
+
+    def split_subjects(self, split: str) -> tuple[str, ...] | None:
+        """The explicit subjects of ``split``, or None for the paper's."""
+        return (self.subjects or {}).get(split)
 
     def to_json(self) -> str:
         """The configuration as JSON (for HDF5 attributes)."""
@@ -245,3 +257,21 @@ def simulate(
         tau=torch.tensor(config.tau, dtype=torch.float32),
     )
     return sample
+
+
+def _check_subjects(subjects: object, anatomy: str) -> dict[str, tuple[str, ...]]:
+    """Validate ``SimulationConfig.subjects``: split -> two-digit BrainWeb subject names."""
+    if anatomy != "brainweb":
+        raise ValueError(f"subjects need anatomy 'brainweb', got {anatomy!r}")
+    if not isinstance(subjects, dict):
+        raise ValueError(f"subjects must map splits to subject lists, got {subjects!r}")
+    unknown = sorted(set(subjects) - {"train", "val", "test"})
+    if unknown:
+        raise ValueError(f"subjects: unknown splits {unknown}; use train, val, test")
+    checked = {split: normalise_subjects(names) for split, names in subjects.items()}
+    shared = sorted(
+        {s for a in checked for b in checked if a < b for s in set(checked[a]) & set(checked[b])}
+    )
+    if shared:
+        raise ValueError(f"subjects {shared} are in more than one split")
+    return checked
