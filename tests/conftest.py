@@ -6,6 +6,15 @@ from pinqi.physics import birdcage_maps, variable_density_mask
 TAU = (0.5, 1.0, 1.5, 2.0, 8.0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Every test problem is small: a second thread adds overhead and stalls on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)

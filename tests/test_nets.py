@@ -26,15 +26,6 @@ TINY = PINQIConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The problems are tiny: a second thread only adds overhead (and stalls on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_problem(batch=2, size=16, seed=0):
     gen = torch.Generator().manual_seed(seed)
     model = SaturationRecovery((0.5, 1.0, 2.0))

@@ -37,15 +37,6 @@ CONVERGING = PINQIConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The problems are tiny: a second thread only adds overhead (and stalls on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def problem(batch: int = 1, seed: int = 0):
     """Signal model, noisy undersampled complex128 k-space, coil maps and line mask."""
     gen = torch.Generator().manual_seed(seed)

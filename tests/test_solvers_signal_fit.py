@@ -206,18 +206,24 @@ def test_implicit_gradient_matches_finite_differences_of_solution(solver):
     assert analytic == pytest.approx(fd, rel=1e-5)
 
 
-def test_newton_and_lbfgs_gradients_agree():
-    model = SaturationRecovery(TAU)
-    images, p_reg, lam, _ = fit_problem(model, shape=(3, 4), seed=11)
-    weight = torch.randn(p_reg.shape, dtype=p_reg.dtype, generator=torch.Generator().manual_seed(2))
-    grads = {}
+def solutions_and_gradients(model, images, p_reg, lam, weight):
+    """Per solver: p* and the gradients of sum(weight p*) w.r.t. (images, p_reg, lam)."""
+    results = {}
     for solver in ("newton", "lbfgs"):
         inputs = [x.clone().requires_grad_() for x in (images, p_reg, lam)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             p = signal_fit(model, *inputs, solver=solver, tol=1e-12, max_iter=3000)
-        grads[solver] = torch.autograd.grad((weight * p).sum(), inputs)
-    for a, b in zip(grads["newton"], grads["lbfgs"], strict=True):
+        results[solver] = (p.detach(), torch.autograd.grad((weight * p).sum(), inputs))
+    return results
+
+
+def test_newton_and_lbfgs_gradients_agree():
+    model = SaturationRecovery(TAU)
+    images, p_reg, lam, _ = fit_problem(model, shape=(3, 4), seed=11)
+    weight = torch.randn(p_reg.shape, dtype=p_reg.dtype, generator=torch.Generator().manual_seed(2))
+    results = solutions_and_gradients(model, images, p_reg, lam, weight)
+    for a, b in zip(results["newton"][1], results["lbfgs"][1], strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
@@ -349,13 +355,8 @@ def test_lbfgs_gradients_near_the_trigonometric_bounds_match_newton():
     p_reg = truth * 0.9
     lam = torch.tensor(0.01, dtype=torch.float64)
     weight = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64).reshape(1, 3, 1, 1)
-    grads = {}
-    for solver in ("newton", "lbfgs"):
-        inputs = [x.clone().requires_grad_() for x in (images, p_reg, lam)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            p = signal_fit(model, *inputs, solver=solver, tol=1e-12, max_iter=3000)
-        assert float(p[0, 2, 0, 0].detach()) == pytest.approx(20.0, abs=1e-5)
-        grads[solver] = torch.autograd.grad((weight * p).sum(), inputs)
-    for a, b in zip(grads["newton"], grads["lbfgs"], strict=True):
+    results = solutions_and_gradients(model, images, p_reg, lam, weight)
+    for p, _ in results.values():
+        assert float(p[0, 2, 0, 0]) == pytest.approx(20.0, abs=1e-5)
+    for a, b in zip(results["newton"][1], results["lbfgs"][1], strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
