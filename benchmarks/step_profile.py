@@ -1,0 +1,138 @@
+"""Where the time of one PINQI training step goes (``configs/cpu.yaml`` scale).
+
+Times, in one process and on the same batch, the full training step (forward + backward) and
+its parts run on their own with the shapes of the step: the two UNets (P_theta T + 1 times,
+Y_theta T times), the T data-consistency layers (CG forward + implicit backward), the T
+signal fits (Newton forward + exact backward), the initial images, and the generation of one
+batch of training data. "Rest" is the step minus the parts: Python, loss, autograd glue.
+
+Usage: ``python benchmarks/step_profile.py [--config configs/cpu.yaml] [--repeats 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from pinqi.config import ExperimentConfig
+from pinqi.data.datasets import SimulatedDataset
+from pinqi.nets import PINQI
+from pinqi.physics import CartesianAcquisition
+from pinqi.solvers.data_consistency import solve_data_consistency
+from pinqi.solvers.signal_fit import solve_signal_fit
+from pinqi.training.losses import pinqi_loss
+
+from _measure import machine
+
+
+def median_time(call: Callable[[], None], repeats: int) -> float:
+    call()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/cpu.yaml")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    config = ExperimentConfig.from_yaml(args.config)
+    torch.manual_seed(0)
+    net = PINQI.from_config(config.model, config.data.signal_model, config.data.tau)
+    batch_size, t = config.optim.batch_size, config.model.iterations
+    train_set = SimulatedDataset(config.data, "train", batch_size, seed=0)
+    data = {k: torch.stack([train_set[i][k] for i in range(batch_size)]) for k in train_set[0]}
+    kspace, coils, mask = data["kspace"], data["coil_maps"], data["mask"]
+    acquisition = CartesianAcquisition(coils, mask)
+    with torch.no_grad():
+        output = net(kspace, coils, mask)
+    images = [y.detach() for y in output.images]
+    params = [p.detach() for p in output.parameters]
+    lam = {k: v.detach() for k, v in net.strengths().items()}
+
+    def step() -> None:
+        net.zero_grad()
+        out = net(kspace, coils, mask)
+        pinqi_loss(out, data["params"], data["brain_mask"], 0.05, 0.01).backward()
+
+    def unets() -> None:
+        net.zero_grad()
+        total = sum(net.predict_parameters(images[i], i).sum() for i in range(t + 1))
+        total = total + sum(net.regularise_images(images[i], i + 1).abs().sum() for i in range(t))
+        total.backward()
+
+    def data_consistency() -> None:
+        for i in range(t):
+            lambdas = [lam["lambda_q"][i].expand(batch_size).clone().requires_grad_()]
+            prior = net.signal_model(params[i]).requires_grad_()
+            y, _ = solve_data_consistency(
+                acquisition,
+                kspace,
+                lambdas,
+                [prior],
+                max_iter=config.model.cg_iterations,
+                tol=1e-5,
+                x0=images[i],
+            )
+            y.abs().sum().backward()
+
+    def signal_fits() -> None:
+        for i in range(t):
+            y = images[i + 1].clone().requires_grad_()
+            p_reg = params[i + 1].clone().requires_grad_()
+            p, _ = solve_signal_fit(
+                net.signal_model,
+                y,
+                p_reg,
+                lam["lambda_p"][i].expand(batch_size),
+                params[i],
+                max_iter=config.model.fit_iterations,
+            )
+            p.sum().backward()
+
+    def initial_images() -> None:
+        with torch.no_grad():
+            net.initial_images(acquisition, kspace)
+
+    def generation() -> None:
+        for i in range(batch_size):
+            train_set[i]
+
+    parts = {
+        "UNets (P_theta x (T+1), Y_theta x T), fwd + bwd": unets,
+        "CG data consistency x T, fwd + bwd": data_consistency,
+        "signal fit x T, fwd + bwd": signal_fits,
+        "initial images": initial_images,
+    }
+    total = median_time(step, args.repeats)
+    seconds = {name: median_time(call, args.repeats) for name, call in parts.items()}
+    data_time = median_time(generation, args.repeats)
+    print(f"machine: {machine()}")
+    print(
+        f"config: {args.config}, batch {batch_size}, {config.data.size}x{config.data.size}, "
+        f"T = {t}, {args.repeats} repeats (medians)\n"
+    )
+    print("| part | time [s] | share of the step |")
+    print("|---|---|---|")
+    print(f"| training step (forward + backward) | {total:.3f} | 100% |")
+    for name, value in seconds.items():
+        print(f"| {name} | {value:.3f} | {100 * value / total:.0f}% |")
+    rest = total - sum(seconds.values())
+    print(f"| rest (loss, Python, autograd glue) | {rest:.3f} | {100 * rest / total:.0f}% |")
+    where = "in DataLoader workers" if config.optim.num_workers else "adds to every step"
+    print(
+        f"| data generation of one batch ({where}) | {data_time:.3f} | "
+        f"{100 * data_time / total:.0f}% |"
+    )
+
+
+if __name__ == "__main__":
+    main()
