@@ -202,7 +202,10 @@ class PINQITask(L.LightningModule):
             loss = self._loss(batch, output)
             self._log_solvers(output, size)
         self.log("pretraining", float(pretraining), batch_size=size)
-        if not bool(torch.isfinite(loss)):
+        # all ranks skip together, or DDP's gradient all-reduce would wait for a skipped rank;
+        # the gradient norm below is the same on every rank (gradients are all-reduced)
+        finite = bool(torch.isfinite(loss))
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
             self._skip("loss", size)
             return
         optimizer.zero_grad(set_to_none=True)
