@@ -171,3 +171,44 @@ def test_signal_model_and_delays_selectable_in_the_preset(tmp_path):
     with torch.no_grad():
         out = model(batch["kspace"], batch["coil_maps"], batch["mask"]).parameters[-1]
     assert out.shape == (2, 5, 16, 16) and torch.isfinite(out).all()
+
+
+def test_preset_overrides_from_the_command_line(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "run"
+    main(
+        [
+            "train",
+            "--config",
+            str(path),
+            "--out",
+            str(out),
+            "--max-steps",
+            "1",
+            "--set",
+            "data.tau=[0.05, 0.4, 1.1, 2.5]",
+            "--set",
+            "data.signal_model=inversion-ab",
+        ]
+    )
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    assert recorded["data"]["tau"] == [0.05, 0.4, 1.1, 2.5]
+    assert recorded["data"]["signal_model"] == "inversion-ab"
+    assert recorded["optim"]["max_steps"] == 1
+    model, _ = load_model(out / "checkpoints" / "last.ckpt")
+    assert model.signal_model.n_params == 5 and model.signal_model.n_tau == 4
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.tau", "must look like section.key=value"),
+        ("data.tua=[1, 2]", "unknown key"),
+        ("dta.tau=[1, 2]", "not a config section"),
+        ("data.tau.x=1", "not a config section"),
+    ],
+)
+def test_bad_overrides_are_named(override, message):
+    with pytest.raises(ValueError, match=message):
+        ExperimentConfig.from_dict(TINY).with_overrides([override])

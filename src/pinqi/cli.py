@@ -42,11 +42,10 @@ def _train(args: argparse.Namespace) -> None:
     from pinqi.config import ExperimentConfig
     from pinqi.training.run import train
 
-    config = ExperimentConfig.from_yaml(args.config)
+    overrides = list(args.set or [])
     if args.max_steps is not None:
-        values = config.to_dict()
-        values["optim"]["max_steps"] = args.max_steps
-        config = ExperimentConfig.from_dict(values)
+        overrides.append(f"optim.max_steps={args.max_steps}")
+    config = ExperimentConfig.from_yaml(args.config).with_overrides(overrides)
     last = train(config, args.out, resume=args.resume)
     print(f"training finished; last checkpoint: {last}")
 
@@ -290,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=Path("runs/pinqi"), help="run folder")
     train.add_argument("--resume", help="checkpoint to resume from, or 'auto' (last.ckpt)")
     train.add_argument("--max-steps", type=int, help="override optim.max_steps")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a preset value (YAML syntax, repeatable), e.g. --set "
+        "'data.tau=[0.05,0.4,1.1,2.5]' --set data.signal_model=inversion-ab; the run folder's "
+        "config.yaml records the result",
+    )
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser(

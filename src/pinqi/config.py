@@ -5,6 +5,7 @@ A neutral module: training, checkpoint loading and the command line all read it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -100,6 +101,28 @@ class ExperimentConfig:
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+
+    def with_overrides(self, overrides: Sequence[str]) -> ExperimentConfig:
+        """A copy with ``section.key=value`` overrides applied, values parsed as YAML.
+
+        E.g. ``["data.tau=[0.05, 0.4, 1.1, 2.5]", "data.signal_model=inversion-ab"]``. The
+        result is validated like a preset: unknown sections or keys raise.
+        """
+        values = self.to_dict()
+        for item in overrides:
+            path, sep, text = item.partition("=")
+            keys = path.strip().split(".")
+            if not sep or not all(keys):
+                raise ValueError(f"override {item!r} must look like section.key=value")
+            target = values
+            for key in keys[:-1]:
+                if not isinstance(target.get(key), dict):
+                    raise ValueError(f"override {item!r}: {key!r} is not a config section")
+                target = target[key]
+            if keys[-1] not in target:
+                raise ValueError(f"override {item!r}: unknown key; known: {sorted(target)}")
+            target[keys[-1]] = yaml.safe_load(text)
+        return ExperimentConfig.from_dict(values)
 
     def to_yaml(self, path: str | Path) -> None:
         """Write the complete configuration as YAML."""
