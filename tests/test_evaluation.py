@@ -147,7 +147,7 @@ def test_evaluate_rejects_incompatible_data(trained, tmp_path):
     checkpoint, _, _ = trained
     other = SimulationConfig(size=16, n_coils=4, tau=(0.5, 1.0))
     data = write_h5(tmp_path / "two.h5", SimulatedDataset(other, "test", 1), progress=False)
-    with pytest.raises(ValueError, match="saturation times"):
+    with pytest.raises(SystemExit, match="saturation times"):
         main(
             [
                 "evaluate",
@@ -171,3 +171,18 @@ def test_evaluate_rejects_incompatible_data(trained, tmp_path):
                 str(tmp_path),
             ]
         )
+
+
+def test_other_delays_are_refused_unless_allowed(trained, tmp_path):
+    """The model's prior belongs to its protocol: other delays need an explicit go-ahead."""
+    checkpoint, _, _ = trained
+    config = ExperimentConfig.from_dict(TINY).data
+    other = SimulationConfig(**{**config.__dict__, "tau": tuple(2 * t for t in config.tau)})
+    data = write_h5(tmp_path / "other.h5", SimulatedDataset(other, "test", 1), progress=False)
+    argv = ["reconstruct", "--checkpoint", str(checkpoint), "--data", str(data), "--device", "cpu"]
+    with pytest.raises(SystemExit, match=r"trained for saturation at .* --allow-other-protocol"):
+        main([*argv, "--out", str(tmp_path / "refused")])
+    assert not (tmp_path / "refused").exists()
+    with pytest.warns(UserWarning, match="going on as asked"):
+        main([*argv, "--out", str(tmp_path / "anyway"), "--allow-other-protocol"])
+    assert (tmp_path / "anyway" / "t1.nii.gz").is_file()

@@ -82,7 +82,7 @@ def test_device_option(command, capsys):
 def test_cuda_without_a_gpu_is_a_one_line_error(command, monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     argv = [command, "--data", str(tmp_path / "x.h5"), "--out", str(tmp_path), "--device", "cuda"]
-    with pytest.raises(ValueError, match="CUDA is not available") as error:
+    with pytest.raises(SystemExit, match=f"pinqi {command}: .*CUDA is not available") as error:
         main(argv)
     assert "\n" not in str(error.value)
 

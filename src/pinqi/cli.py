@@ -81,8 +81,9 @@ def _evaluate(args: argparse.Namespace) -> None:
             device=args.device,
             references=args.reference,
             bart=bart,
+            allow_other_protocol=args.allow_other_protocol,
         )
-    except BartNotFoundError as error:
+    except (BartNotFoundError, ValueError) as error:
         raise SystemExit(f"pinqi evaluate: {error}") from None
     print(f"wrote {args.out / 'metrics.csv'}, summary.md, maps.png and distributions.png")
 
@@ -90,9 +91,17 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _reconstruct(args: argparse.Namespace) -> None:
     from pinqi.evaluation.evaluate import reconstruct
 
-    out = reconstruct(
-        args.checkpoint, args.data, args.out, batch_size=args.batch_size, device=args.device
-    )
+    try:
+        out = reconstruct(
+            args.checkpoint,
+            args.data,
+            args.out,
+            batch_size=args.batch_size,
+            device=args.device,
+            allow_other_protocol=args.allow_other_protocol,
+        )
+    except ValueError as error:
+        raise SystemExit(f"pinqi reconstruct: {error}") from None
     print(f"wrote {out / 'params.h5'}, t1.nii.gz, m0.nii.gz and PNGs")
 
 
@@ -155,7 +164,10 @@ def _sequence(args: argparse.Namespace) -> None:
 def _fit(args: argparse.Namespace) -> None:
     from pinqi.evaluation.fit import fit_file
 
-    out = fit_file(args.data, args.model, args.out, device=args.device)
+    try:
+        out = fit_file(args.data, args.model, args.out, device=args.device)
+    except ValueError as error:
+        raise SystemExit(f"pinqi fit: {error}") from None
     print(f"wrote {out / 'params.h5'}, t1.nii.gz and m0.nii.gz")
 
 
@@ -218,6 +230,12 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="HDF5 file of pinqi simulate")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--allow-other-protocol",
+        action="store_true",
+        help="run the model on data whose delays or signal model differ from its training "
+        "protocol (refused by default: its learned prior belongs to another protocol)",
+    )
     _device_argument(parser)
 
 

@@ -97,15 +97,48 @@ class Reconstructions:
         return "time: " + ", ".join(parts)
 
 
-def _check_compatible(model: PINQI, dataset: H5Dataset, data: Path) -> None:
-    if dataset.tau.shape[0] != model.signal_model.n_tau:
+def check_protocol(
+    model: PINQI,
+    model_signal: str,
+    dataset: H5Dataset,
+    data: Path,
+    allow_other_protocol: bool = False,
+) -> None:
+    """Refuse data whose delays or signal model differ from the model's training protocol.
+
+    A PINQI model's learned priors belong to the delays and the signal model it was trained
+    for; applied to another protocol it can be confidently wrong. ``allow_other_protocol``
+    lets an expert go on anyway (a warning is emitted and the signal model uses the data's
+    delays). A different number of delays or an image size the UNets cannot take always
+    raises.
+    """
+    trained = model.signal_model.tau.reshape(-1).tolist()
+    delays = dataset.tau.reshape(-1).tolist()
+    if len(delays) != len(trained):
         raise ValueError(
-            f"{data} has {dataset.tau.shape[0]} saturation times but the model was trained "
-            f"for {model.signal_model.n_tau}"
+            f"{data} has {len(delays)} saturation times but the model was trained for "
+            f"{len(trained)}: {trained} s"
         )
     depth = 2 ** max(len(model.config.image_features), len(model.config.parameter_features))
     if dataset.config.size % depth:
         raise ValueError(f"{data}: image size {dataset.config.size} is not divisible by {depth}")
+    same_delays = torch.allclose(dataset.tau.to(model.signal_model.tau), model.signal_model.tau)
+    same_signal = dataset.config.signal_model == model_signal
+    if same_delays and same_signal:
+        return
+    difference = (
+        f"{data} holds {dataset.config.signal_model} data at delays {delays} s, but the model "
+        f"was trained for {model_signal} at {trained} s"
+    )
+    if not allow_other_protocol:
+        tau = ",".join(f"{t:g}" for t in delays)
+        raise ValueError(
+            f"{difference}. A model for this protocol: pinqi train --config configs/cpu.yaml "
+            f"--set 'data.tau=[{tau}]' --set data.signal_model={dataset.config.signal_model}; "
+            "or run this one anyway with --allow-other-protocol (its learned prior then "
+            "belongs to another protocol)"
+        )
+    warnings.warn(f"{difference}; going on as asked, with the data's delays", stacklevel=2)
 
 
 def _clock(device: torch.device) -> float:
@@ -150,12 +183,7 @@ def reconstruct_all(
     model.to(device)
     signal_model = model.signal_model
     if not torch.allclose(dataset.tau.to(signal_model.tau), signal_model.tau):
-        warnings.warn(
-            f"the data's saturation times {dataset.tau.tolist()} differ from the training ones "
-            f"{signal_model.tau.tolist()}; the signal model uses the data's",
-            stacklevel=2,
-        )
-        signal_model.tau = dataset.tau.to(signal_model.tau)
+        signal_model.tau = dataset.tau.to(signal_model.tau)  # allowed by check_protocol
     bart_method = REFERENCES["bart"]
     names = [*METHODS[: 1 + baseline], *([bart_method] if bart is not None else [])]
     maps: dict[str, list[torch.Tensor]] = {m: [] for m in names}
@@ -194,6 +222,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     references: Sequence[str] = (),
     bart: BartConfig | None = None,
+    allow_other_protocol: bool = False,
 ) -> list[dict]:
     """Metrics of PINQI and the baseline per test sample; CSV, summary and figures in ``out``.
 
@@ -208,7 +237,9 @@ def evaluate(
     method ``bart-pics`` (BART pics with spatial TV, then the baseline's fit) with the
     settings ``bart`` (default :class:`~pinqi.evaluation.bart.BartConfig`). A missing tool
     is reported before anything is computed, and ``out`` is created only once every
-    reconstruction has finished, so a failure leaves ``out`` untouched.
+    reconstruction has finished, so a failure leaves ``out`` untouched. Data of another
+    protocol than the model's are refused unless ``allow_other_protocol``
+    (:func:`check_protocol`).
 
     Raises
     ------
@@ -225,11 +256,11 @@ def evaluate(
     if "bart" in references:
         find_bart()
     device = resolve_device(device)
-    model, _ = load_model(checkpoint, map_location=str(device))
+    model, trained = load_model(checkpoint, map_location=str(device))
     dataset = H5Dataset(data)
     if not dataset.has_ground_truth:
         raise ValueError(f"{data} has no ground truth (params, brain_mask): use pinqi reconstruct")
-    _check_compatible(model, dataset, Path(data))
+    check_protocol(model, trained.data.signal_model, dataset, Path(data), allow_other_protocol)
     result = reconstruct_all(
         model,
         dataset,
@@ -290,19 +321,21 @@ def reconstruct(
     out: str | Path,
     batch_size: int = 4,
     device: str | torch.device = "cpu",
+    allow_other_protocol: bool = False,
 ) -> Path:
     """k-space in, parameter maps out: ``params.h5``, ``t1.nii.gz``, ``m0.nii.gz`` and PNGs.
 
     ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``) is where PINQI runs.
-    Prints where the time went.
+    Prints where the time went. Data of another protocol (delays, signal model) than the
+    model's are refused unless ``allow_other_protocol`` (:func:`check_protocol`).
     """
     from pinqi.evaluation.figures import plot_parameter_maps
     from pinqi.io.nifti import write_nifti
 
     device = resolve_device(device)
-    model, _ = load_model(checkpoint, map_location=str(device))
+    model, trained = load_model(checkpoint, map_location=str(device))
     dataset = H5Dataset(data)
-    _check_compatible(model, dataset, Path(data))
+    check_protocol(model, trained.data.signal_model, dataset, Path(data), allow_other_protocol)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = reconstruct_all(model, dataset, batch_size, baseline=False, device=device)
