@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark scripts: machine description and peak-memory workers."""
+"""Shared helpers of the benchmark scripts: machine, network and batch, peak-memory workers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ import subprocess
 import sys
 
 import torch
+
+from pinqi.config import ExperimentConfig
+from pinqi.data.datasets import SimulatedDataset
+from pinqi.nets import PINQI
 
 
 def machine() -> str:
@@ -54,3 +58,14 @@ def run_worker(script: str, args: list, memory: bool) -> dict | None:
         print(f"worker {args} failed: {done.stderr[-500:]}", file=sys.stderr)
         return None
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def network_and_batch(
+    config: ExperimentConfig, batch: int, split: str = "val"
+) -> tuple[PINQI, SimulatedDataset, dict[str, torch.Tensor]]:
+    """The network of ``config`` (seed 0), the data set of ``split`` and its first batch."""
+    torch.manual_seed(0)
+    net = PINQI.from_config(config.model, config.data.signal_model, config.data.tau)
+    dataset = SimulatedDataset(config.data, split, batch, seed=0)
+    data = {k: torch.stack([dataset[i][k] for i in range(batch)]) for k in dataset[0]}
+    return net, dataset, data

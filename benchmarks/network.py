@@ -21,11 +21,9 @@ from dataclasses import replace
 import torch
 
 from pinqi.config import ExperimentConfig
-from pinqi.data.datasets import SimulatedDataset
-from pinqi.nets import PINQI
 from pinqi.training.losses import pinqi_loss
 
-from _measure import machine, reset_peak, run_worker, status_bytes
+from _measure import machine, network_and_batch, reset_peak, run_worker, status_bytes
 
 
 def worker(size: int, batch: int, cg_iterations: int, train: int) -> None:
@@ -36,10 +34,7 @@ def worker(size: int, batch: int, cg_iterations: int, train: int) -> None:
         data=replace(config.data, size=size, anatomy="builtin", brainweb_dir=None),
         model=replace(config.model, cg_iterations=cg_iterations),
     )
-    torch.manual_seed(0)
-    model = PINQI.from_config(config.model, config.data.signal_model, config.data.tau)
-    dataset = SimulatedDataset(config.data, "val", batch, seed=0)
-    data = {k: torch.stack([dataset[i][k] for i in range(batch)]) for k in dataset[0]}
+    model, _, data = network_and_batch(config, batch)
     inputs = (data["kspace"], data["coil_maps"], data["mask"])
 
     def call() -> None:

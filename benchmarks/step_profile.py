@@ -19,14 +19,12 @@ from collections.abc import Callable
 import torch
 
 from pinqi.config import ExperimentConfig
-from pinqi.data.datasets import SimulatedDataset
-from pinqi.nets import PINQI
 from pinqi.physics import CartesianAcquisition
 from pinqi.solvers.data_consistency import solve_data_consistency
 from pinqi.solvers.signal_fit import solve_signal_fit
 from pinqi.training.losses import pinqi_loss
 
-from _measure import machine
+from _measure import machine, network_and_batch
 
 
 def median_time(call: Callable[[], None], repeats: int) -> float:
@@ -45,11 +43,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     config = ExperimentConfig.from_yaml(args.config)
-    torch.manual_seed(0)
-    net = PINQI.from_config(config.model, config.data.signal_model, config.data.tau)
     batch_size, t = config.optim.batch_size, config.model.iterations
-    train_set = SimulatedDataset(config.data, "train", batch_size, seed=0)
-    data = {k: torch.stack([train_set[i][k] for i in range(batch_size)]) for k in train_set[0]}
+    net, train_set, data = network_and_batch(config, batch_size, "train")
     kspace, coils, mask = data["kspace"], data["coil_maps"], data["mask"]
     acquisition = CartesianAcquisition(coils, mask)
     with torch.no_grad():

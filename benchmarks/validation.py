@@ -20,16 +20,12 @@ import time
 from collections.abc import Callable
 from unittest import mock
 
-import torch
-
 import pinqi.nets.pinqi as pinqi_module
 from pinqi.config import ExperimentConfig
-from pinqi.data.datasets import SimulatedDataset
-from pinqi.nets import PINQI
 from pinqi.solvers import data_consistency, signal_fit
 from pinqi.training.losses import pinqi_loss
 
-from _measure import machine
+from _measure import machine, network_and_batch
 
 
 def checked_data_consistency(acquisition, kspace, lambdas, priors, **kwargs):
@@ -64,11 +60,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     config = ExperimentConfig.from_yaml(args.config)
-    torch.manual_seed(0)
-    model = PINQI.from_config(config.model, config.data.signal_model, config.data.tau)
     batch = config.optim.batch_size
-    dataset = SimulatedDataset(config.data, "val", batch, seed=0)
-    data = {k: torch.stack([dataset[i][k] for i in range(batch)]) for k in dataset[0]}
+    model, _, data = network_and_batch(config, batch)
 
     def step() -> None:
         model.zero_grad()
