@@ -71,7 +71,7 @@ class _SignalFit(torch.autograd.Function):
             model, stack_complex(images.detach()), p_reg.detach(), lam.detach()
         )
         if settings.solver == "newton":
-            lower, upper = _bound_tensors(model, p0)
+            lower, upper = TrigBounds(model.bounds).box(p0)
             p, info = newton_solve(
                 objective, p0, lower, upper, max_iter=settings.max_iter, tol=settings.tol
             )
@@ -104,13 +104,6 @@ class _SignalFit(torch.autograd.Function):
         )
 
 
-def _bound_tensors(model: SignalModel, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lower and upper bounds of ``model`` shaped ``(1, P, 1)`` like ``like``."""
-    lower = torch.tensor([lo for lo, _ in model.bounds], dtype=like.dtype, device=like.device)
-    upper = torch.tensor([hi for _, hi in model.bounds], dtype=like.dtype, device=like.device)
-    return lower.reshape(1, -1, 1), upper.reshape(1, -1, 1)
-
-
 def _cross_gradients(
     model: SignalModel, p: torch.Tensor, p_reg: torch.Tensor, lam: torch.Tensor, w: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -134,7 +127,7 @@ def _exact_backward(
     model = settings.model
     objective = FitObjective(model, stack_complex(images), p_reg, lam)
     _, gauss_newton, hessian = objective.derivatives(p, objective.residual(p))
-    lower, upper = _bound_tensors(model, p)
+    lower, upper = TrigBounds(model.bounds).box(p)
     on_bound = (p <= lower) | (p >= upper)
     w, positive = cholesky_solve(*restrict_to_free(hessian, grad_p, on_bound))
     if not bool(positive.all()):
