@@ -87,7 +87,7 @@ def main() -> None:
                 net.signal_model,
                 y,
                 p_reg,
-                lam["lambda_p"][i].expand(batch_size),
+                net.parameter_strength(lam["lambda_p"][i], p_reg),
                 params[i],
                 max_iter=config.model.fit_iterations,
             )

@@ -17,6 +17,8 @@ from pinqi.physics import (
 )
 from pinqi.solvers.signal_fit import signal_fit
 
+from conftest import TAU
+
 TINY = PINQIConfig(
     iterations=2,
     image_features=(8, 16),
@@ -204,6 +206,45 @@ def test_without_parameter_regulariser_the_fit_is_unregularised():
     assert torch.equal(out.parameters[-1], unregularised)
     # the check can tell: the regularised fit (the full network's) lands elsewhere
     assert float((regularised - unregularised).abs().amax()) > 1e-3
+
+
+def test_relative_per_parameter_strength_follows_the_intensity_of_the_data():
+    """With lambda_p relative, data scaled by c give M0 scaled by c and the same R1."""
+    model = SaturationRecovery(TAU)
+    config = replace(TINY, lambda_p_per_parameter=True, lambda_p_relative=True)
+    net = PINQI(model, config).double()
+    assert net.raw_lambda_p.shape == (TINY.iterations, model.n_params)
+    with torch.no_grad():
+        net.raw_lambda_p[0] = torch.tensor([0.2, 0.5, 1.0])
+    lambda_p = net.strengths()["lambda_p"][0]
+    gen = torch.Generator().manual_seed(3)
+    truth = torch.stack(
+        [
+            0.5 + 0.5 * torch.rand(2, 4, 4, generator=gen, dtype=torch.float64),
+            0.2 * torch.rand(2, 4, 4, generator=gen, dtype=torch.float64),
+            0.3 + 2 * torch.rand(2, 4, 4, generator=gen, dtype=torch.float64),
+        ],
+        1,
+    )
+    images = model(truth) + 0.05 * torch.randn(
+        2, len(TAU), 4, 4, generator=gen, dtype=torch.complex128
+    )
+    p_reg = truth * torch.tensor([1.1, 0.9, 1.3], dtype=torch.float64).reshape(1, 3, 1, 1)
+    scale = torch.tensor([0.1, 0.1, 1.0], dtype=torch.float64).reshape(1, 3, 1, 1)
+
+    def fit(net, images, p_reg):
+        strength = net.parameter_strength(lambda_p, p_reg)
+        return signal_fit(model, images, p_reg, strength, tol=1e-12, max_iter=100)
+
+    bright, dim = fit(net, images, p_reg), fit(net, 0.1 * images, scale * p_reg)
+    torch.testing.assert_close(dim, scale * bright)
+    # the strengths are lambda_p times the mean data curvature per sample and parameter
+    curvature = model.jacobian(p_reg).abs().square().sum(1).mean((2, 3))
+    torch.testing.assert_close(net.parameter_strength(lambda_p, p_reg), lambda_p * curvature)
+    # the paper's absolute lambda_p does not have this property
+    absolute = PINQI(model, replace(config, lambda_p_relative=False)).double()
+    bright, dim = fit(absolute, images, p_reg), fit(absolute, 0.1 * images, scale * p_reg)
+    assert float((dim[:, 2] - bright[:, 2]).abs().amax()) > 1e-2
 
 
 def test_without_image_regulariser_equals_full_network_at_zero_lambda_y():

@@ -31,7 +31,7 @@ def scipy_fit(model, images, p_reg, lam):
     batch = images.shape[0]
     y = images.reshape(batch, model.n_tau, -1).numpy()
     prior = p_reg.reshape(batch, model.n_params, -1).numpy()
-    lam = lam.expand(batch).numpy()
+    lam = (lam.reshape(-1, 1) if lam.ndim < 2 else lam).expand(batch, model.n_params).numpy()
     out = np.empty_like(prior)
     for b in range(batch):
         for i in range(y.shape[-1]):
@@ -39,7 +39,8 @@ def scipy_fit(model, images, p_reg, lam):
             def residuals(x, b=b, i=i):
                 q = model(torch.from_numpy(x).reshape(1, -1, 1))[0, :, 0].numpy()
                 r = q - y[b, :, i]
-                return np.concatenate([r.real, r.imag, np.sqrt(lam[b]) * (x - prior[b, :, i])])
+                penalty = np.sqrt(lam[b]) * (x - prior[b, :, i])
+                return np.concatenate([r.real, r.imag, penalty])
 
             start = np.clip(prior[b, :, i], lower + 1e-9, upper - 1e-9)
             result = least_squares(
@@ -51,7 +52,8 @@ def scipy_fit(model, images, p_reg, lam):
 
 def objective(model, p, images, p_reg, lam):
     data = (model(p) - images).abs().pow(2).sum(1)
-    return data + lam.reshape(-1, 1, 1) * (p - p_reg).pow(2).sum(1)
+    lam = lam.reshape(-1, 1, 1, 1) if lam.ndim < 2 else lam[..., None, None]
+    return data + (lam * (p - p_reg).pow(2)).sum(1)
 
 
 CASES = {
@@ -151,6 +153,48 @@ def test_gradcheck_lbfgs(model_cls):
 
     inputs = gradcheck_inputs(model, shape=(1, 2))
     assert torch.autograd.gradcheck(f, inputs, eps=1e-4, atol=1e-4, rtol=1e-3)
+
+
+def per_parameter_strengths(n_params):
+    """``(2, P)`` strengths that differ by parameter and batch element, float64."""
+    return torch.linspace(0.02, 0.6, 2 * n_params, dtype=torch.float64).reshape(2, n_params)
+
+
+@pytest.mark.parametrize("model_cls", MODELS)
+def test_per_parameter_strength_matches_scipy(model_cls):
+    model = model_cls(TAU)
+    images, p_reg, _, _ = fit_problem(model, noise=0.05)
+    lam = per_parameter_strengths(model.n_params)
+    reference = scipy_fit(model, images, p_reg, lam)
+    p = signal_fit(model, images, p_reg, lam, tol=1e-11)
+    torch.testing.assert_close(p, reference, atol=1e-7, rtol=1e-6)
+    # a scalar-per-batch strength is the special case of equal strengths
+    shared = signal_fit(model, images, p_reg, lam[:, :1].expand(-1, model.n_params), tol=1e-11)
+    torch.testing.assert_close(shared, signal_fit(model, images, p_reg, lam[:, 0], tol=1e-11))
+
+
+@pytest.mark.parametrize("solver", ["newton", "lbfgs"])
+def test_gradcheck_per_parameter_strength(solver):
+    model = SaturationRecovery(TAU)
+    images, p_reg, _ = gradcheck_inputs(model, shape=(1, 2))
+    lam = per_parameter_strengths(model.n_params).requires_grad_()
+
+    def f(images, p_reg, lam):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return signal_fit(model, images, p_reg, lam, solver=solver, tol=1e-12, max_iter=3000)
+
+    tolerances = {"newton": {}, "lbfgs": {"eps": 1e-4, "atol": 1e-4, "rtol": 1e-3}}[solver]
+    assert torch.autograd.gradcheck(f, (images, p_reg, lam), **tolerances)
+
+
+def test_strength_of_wrong_shape_is_named():
+    model = SaturationRecovery(TAU)
+    images, p_reg, _, _ = fit_problem(model)
+    with pytest.raises(ValueError, match=r"lam must be .*\(batch, P\) = \(2, 3\), got \(2, 2\)"):
+        signal_fit(model, images, p_reg, torch.ones(2, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="lam must be non-negative"):
+        signal_fit(model, images, p_reg, -torch.ones(2, 3, dtype=torch.float64))
 
 
 def test_gradcheck_scalar_lambda_and_pixel_on_bound():

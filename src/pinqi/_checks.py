@@ -104,6 +104,32 @@ def check_regularization(
     return lam.to(device=device, dtype=dtype).reshape(-1).expand(batch)
 
 
+def check_parameter_regularization(
+    name: str,
+    lam: object,
+    batch: int,
+    n_params: int,
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> torch.Tensor:
+    """Check a per-parameter strength: a scalar, ``(batch,)`` or ``(batch, P)``; finite, >= 0.
+
+    Returns
+    -------
+    torch.Tensor
+        The strength as a ``(batch, P)`` view of ``dtype`` on ``device``.
+    """
+    if isinstance(lam, torch.Tensor) and lam.ndim == 2:
+        if tuple(lam.shape) not in ((batch, n_params), (1, n_params)):
+            raise ValueError(
+                f"{name} must be a scalar, (batch,) = ({batch},) or (batch, P) = "
+                f"({batch}, {n_params}), got {tuple(lam.shape)}"
+            )
+        check_regularization(name, lam.reshape(-1), lam.numel(), dtype, device)
+        return lam.to(device=device, dtype=dtype).expand(batch, n_params)
+    return check_regularization(name, lam, batch, dtype, device)[:, None].expand(batch, n_params)
+
+
 _REAL_OF_COMPLEX = {
     torch.complex32: torch.float16,
     torch.complex64: torch.float32,

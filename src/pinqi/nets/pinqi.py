@@ -61,6 +61,15 @@ class PINQIConfig:
         Iterations of the signal fit.
     lambda_p, lambda_y, lambda_q, lambda_q_step
         Initial strengths: lambda_p, lambda_y, and lambda_q + lambda_q_step * i at iteration i.
+    lambda_p_per_parameter
+        One learned lambda_p per parameter and iteration (``(T, P)``) instead of one per
+        iteration (the paper's).
+    lambda_p_relative
+        Scale lambda_p of parameter k per sample by the data term's mean curvature
+        (:meth:`~pinqi.physics.SignalModel.data_curvature` at p_reg, not differentiated), so
+        that the balance of data and prior does not depend on the intensity scale of the
+        data: lambda_p = 1 weighs the prior like the data of an average pixel. The paper's
+        lambda_p is absolute (False).
     parameter_init, parameter_scale
         P_theta's output at a zero UNet output, and its slope there / 10, per parameter (a
         well-scaled start); default: the signal model's ``typical`` values and spreads.
@@ -82,6 +91,8 @@ class PINQIConfig:
     lambda_y: float = 0.1
     lambda_q: float = 0.1
     lambda_q_step: float = 0.05
+    lambda_p_per_parameter: bool = False
+    lambda_p_relative: bool = False
     parameter_init: tuple[float, ...] | None = None
     parameter_scale: tuple[float, ...] | None = None
     use_image_regulariser: bool = True
@@ -188,7 +199,8 @@ class PINQI(nn.Module):
                 ]
             )
         )
-        self.raw_lambda_p = nn.Parameter(torch.full((t,), inverse_softplus(config.lambda_p)))
+        shape_p = (t, n_params) if config.lambda_p_per_parameter else (t,)
+        self.raw_lambda_p = nn.Parameter(torch.full(shape_p, inverse_softplus(config.lambda_p)))
 
     @classmethod
     def from_config(
@@ -198,7 +210,7 @@ class PINQI(nn.Module):
         return cls(signal_model(signal_model_name, torch.tensor(tau)), config)
 
     def strengths(self) -> dict[str, torch.Tensor]:
-        """The positive per-iteration strengths lambda_y, lambda_q, lambda_p, each ``(T,)``."""
+        """The positive strengths lambda_y, lambda_q ``(T,)`` and lambda_p ``(T,)`` or ``(T, P)``."""
         return {
             name: F.softplus(getattr(self, f"raw_{name}"), beta=LAMBDA_BETA)
             for name in ("lambda_y", "lambda_q", "lambda_p")
@@ -229,6 +241,19 @@ class PINQI(nn.Module):
         return torch.where(
             a < 0, lower + width * torch.sigmoid(a), upper - width * torch.sigmoid(-a)
         )
+
+    def parameter_strength(self, lambda_p: torch.Tensor, p_reg: torch.Tensor) -> torch.Tensor:
+        """The fit layer's strength ``(batch, P)`` from one iteration's lambda_p ``()``/``(P,)``.
+
+        With ``lambda_p_relative``, each parameter's strength is multiplied by the data term's
+        mean curvature at ``p_reg`` per sample (a constant of the layer: not differentiated).
+        """
+        strength = lambda_p.expand(p_reg.shape[:2])
+        if self.config.lambda_p_relative:
+            with torch.no_grad():
+                curvature = self.signal_model.data_curvature(p_reg)
+            strength = strength * curvature
+        return strength
 
     def predict_parameters(self, images: torch.Tensor, iteration: int) -> torch.Tensor:
         """P_theta: images ``(batch, n_tau, H, W)`` -> parameters ``(batch, P, H, W)``."""
@@ -311,9 +336,9 @@ class PINQI(nn.Module):
                 p = p_reg
             else:
                 lam_p = (
-                    lam["lambda_p"][i].expand(batch)
+                    self.parameter_strength(lam["lambda_p"][i], p_reg)
                     if config.use_parameter_regulariser
-                    else p_reg.new_zeros(batch)
+                    else p_reg.new_zeros(p_reg.shape[:2])
                 )
                 p, fit_info = solve_signal_fit(
                     self.signal_model,

@@ -97,6 +97,15 @@ class SignalModel(torch.nn.Module, ABC):
         """J v = sum_k dq/dp_k v_k for real ``v`` ``(batch, n_params, *spatial)``; complex."""
         return (self.jacobian(p) * v.unsqueeze(1)).sum(2)
 
+    def data_curvature(self, p: torch.Tensor) -> torch.Tensor:
+        """Mean over pixels of the data term's curvature per parameter, real ``(batch, P)``.
+
+        The diagonal of J^H J, sum_t |dq_t/dp_k|^2, averaged over the spatial axes: the
+        scale on which a penalty on p_k competes with ||q(p) - y||^2 (for the relaxation
+        models it grows with |M0|^2 for R1, so it follows the intensity of the data).
+        """
+        return self.jacobian(p).abs().square().sum(1).flatten(2).mean(2)
+
     def initial_parameters(self, images: torch.Tensor) -> torch.Tensor:
         """A start for fitting ``images`` ``(batch, n_tau, *spatial)``: ``(batch, P, *spatial)``.
 

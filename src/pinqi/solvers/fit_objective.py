@@ -1,6 +1,6 @@
 """The per-pixel objective of the signal fit and its derivatives (paper Eq. 13/14).
 
-F(p) = sum_t |q_t(p) - y_t|^2 + lambda sum_k (p_k - p_reg,k)^2, independently per pixel.
+F(p) = sum_t |q_t(p) - y_t|^2 + sum_k lambda_k (p_k - p_reg,k)^2, independently per pixel.
 All arrays here are "pixels last": parameters ``(batch, P, N)``. Complex images are handled as
 real vectors of length 2 n_tau (real parts, then imaginary parts): residuals ``(batch, 2T, N)``
 and Jacobians ``(batch, 2T, P, N)``, which keeps every operation a contiguous real one.
@@ -32,7 +32,7 @@ class FitObjective:
     p_reg
         Real ``(batch, P, N)``.
     lam
-        Real ``(batch,)``.
+        Real ``(batch, P)``: the strength of each parameter's penalty.
     """
 
     def __init__(
@@ -41,7 +41,7 @@ class FitObjective:
         self.model = model
         self.images = images
         self.p_reg = p_reg
-        self.lam = lam.reshape(-1, 1, 1)
+        self.lam = lam.reshape(*lam.shape, 1)
 
     def subset(self, index: torch.Tensor) -> FitObjective:
         """The objective of the pixels ``index`` ``(batch, K)`` only."""
@@ -49,7 +49,7 @@ class FitObjective:
             self.model,
             take_pixels(self.images, index),
             take_pixels(self.p_reg, index),
-            self.lam[:, 0, 0],
+            self.lam[..., 0],
         )
 
     def residual(self, p: torch.Tensor) -> torch.Tensor:
@@ -59,7 +59,7 @@ class FitObjective:
     def value(self, p: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """F per pixel, ``(batch, N)``."""
         r = self.residual(p) if residual is None else residual
-        return (r * r).sum(1) + self.lam[:, 0] * ((p - self.p_reg) ** 2).sum(1)
+        return (r * r).sum(1) + (self.lam * (p - self.p_reg) ** 2).sum(1)
 
     def derivatives(
         self, p: torch.Tensor, residual: torch.Tensor
@@ -69,7 +69,7 @@ class FitObjective:
         Returns
         -------
         gradient
-            dF/dp = 2 Re(J^H r) + 2 lambda (p - p_reg), ``(batch, P, N)``.
+            dF/dp = 2 Re(J^H r) + 2 lambda (p - p_reg) (lambda per component), ``(batch, P, N)``.
         gauss_newton
             2 Re(J^H J) + 2 lambda I, ``(batch, P, P, N)``: positive semi-definite.
         hessian

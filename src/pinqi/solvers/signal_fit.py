@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import torch
 
-from pinqi._checks import check_complex, check_regularization
+from pinqi._checks import check_complex, check_parameter_regularization
 from pinqi.physics.signal_models import SignalModel, stack_complex
 from pinqi.solvers.bounds import TrigBounds
 from pinqi.solvers.cg import conjugate_gradient
@@ -40,7 +40,7 @@ class _FitSettings:
 
 
 class _SignalFit(torch.autograd.Function):
-    """p* = argmin_p F(p), F = ||q(p) - y||^2 + lam ||p - p_reg||^2, per pixel.
+    """p* = argmin_p F(p), F = ||q(p) - y||^2 + sum_k lam_k (p_k - p_reg,k)^2, per pixel.
 
     Optimality: dF/dp (p*) = 0. By the implicit function theorem (Eq. 9), for an incoming
     gradient v = dL/dp*, with w = H^-1 v and H = d^2F/dp^2 (p*), the gradients are
@@ -48,7 +48,7 @@ class _SignalFit(torch.autograd.Function):
 
     - dL/dy = 2 J w (complex, PyTorch's convention dL/dRe + i dL/dIm; J = dq/dp at p*),
     - dL/dp_reg = 2 lam w,
-    - dL/dlam = -2 sum (p* - p_reg) w (per batch element).
+    - dL/dlam_k = -2 sum (p*_k - p_reg,k) w_k (per batch element and parameter).
 
     ``newton`` forms H exactly per pixel (Gauss-Newton matrix plus the model's second
     derivatives) and solves the P x P systems directly. Components of p* that lie on a bound
@@ -109,9 +109,9 @@ def _cross_gradients(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dL/dy, dL/dp_reg and dL/dlam from w = H^-1 dL/dp* (see :class:`_SignalFit`)."""
     grad_images = 2 * model.jacobian_vector_product(p, w)
-    grad_p_reg = 2 * lam.reshape(-1, 1, 1) * w
+    grad_p_reg = 2 * lam.unsqueeze(-1) * w
     # summed in float64: a float32 sum over many pixels loses the gradient's last digits
-    grad_lam = -2 * ((p - p_reg) * w).sum((1, 2), dtype=torch.float64).to(p.dtype)
+    grad_lam = -2 * ((p - p_reg) * w).sum(2, dtype=torch.float64).to(p.dtype)
     return grad_images, grad_p_reg, grad_lam
 
 
@@ -209,10 +209,10 @@ def signal_fit(
 ) -> torch.Tensor | tuple[torch.Tensor, SolverInfo]:
     """Regularized pixel-wise fit of a signal model (paper Eq. 13/14).
 
-    Returns p* = argmin_p ||q(p) - y||^2 + lam ||p - p_reg||^2, independently per pixel, inside
-    the model's bounds (for the relaxation models Re M0, Im M0 in (-2, 2), R1 in (-1, 20) 1/s),
-    differentiable with respect to ``images``, ``p_reg`` and ``lam`` by the implicit function
-    theorem (Eq. 9). The penalty acts on all parameter channels.
+    Returns p* = argmin_p ||q(p) - y||^2 + sum_k lam_k (p_k - p_reg,k)^2, independently per
+    pixel, inside the model's bounds (for the relaxation models Re M0, Im M0 in (-2, 2), R1 in
+    (-1, 20) 1/s), differentiable with respect to ``images``, ``p_reg`` and ``lam`` by the
+    implicit function theorem (Eq. 9). The penalty acts on all parameter channels.
 
     Parameters
     ----------
@@ -223,7 +223,8 @@ def signal_fit(
     p_reg
         Real regularizing parameter maps ``(batch, P, H, W)``.
     lam
-        Regularization strength >= 0, a real scalar or ``(batch,)`` tensor.
+        Regularization strength >= 0: a real scalar, ``(batch,)`` (the same for every
+        parameter) or ``(batch, P)`` (one per parameter).
     solver
         ``"newton"`` (default): batched per-pixel projected Newton / Levenberg-Marquardt with
         the model's analytic derivatives, exact per-pixel Hessian in the backward; a pixel whose
@@ -278,7 +279,9 @@ def signal_fit(
         raise ValueError(
             f"images ({images.dtype}) and p_reg ({p_reg.dtype}) must have matching precision"
         )
-    lam = check_regularization("lam", lam, batch, p_reg.dtype, p_reg.device)
+    lam = check_parameter_regularization(
+        "lam", lam, batch, model.n_params, p_reg.dtype, p_reg.device
+    )
     if p0 is None:
         p0 = p_reg
     else:
@@ -323,7 +326,7 @@ def solve_signal_fit(
 
     For networks that validate their inputs once and call the layer many times: ``images``
     complex ``(batch, n_tau, H, W)``, ``p_reg`` and ``p0`` real ``(batch, P, H, W)`` of the
-    matching precision, ``lam`` ``(batch,)`` on their device. ``warn`` only concerns the
+    matching precision, ``lam`` ``(batch, P)`` on their device. ``warn`` only concerns the
     backward.
     """
     batch, n_params = p_reg.shape[:2]
