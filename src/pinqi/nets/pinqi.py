@@ -210,7 +210,7 @@ class PINQI(nn.Module):
         return cls(signal_model(signal_model_name, torch.tensor(tau)), config)
 
     def strengths(self) -> dict[str, torch.Tensor]:
-        """The positive strengths lambda_y, lambda_q ``(T,)`` and lambda_p ``(T,)`` or ``(T, P)``."""
+        """The positive strengths: lambda_y, lambda_q ``(T,)``; lambda_p ``(T,)`` or ``(T, P)``."""
         return {
             name: F.softplus(getattr(self, f"raw_{name}"), beta=LAMBDA_BETA)
             for name in ("lambda_y", "lambda_q", "lambda_p")
