@@ -20,7 +20,7 @@ import torch
 from pinqi import __version__
 from pinqi.data.brainweb import BrainWebSubject, one_hot, split_subjects
 from pinqi.data.geometry import SliceTransform, resample_fractions
-from pinqi.data.phantom import PHANTOM_SPACING, phantom_labels
+from pinqi.data.phantom import PHANTOM_SPACING, phantom_labels, uniform_object_labels
 from pinqi.data.simulation import ORIENTATION_AXES, SimulationConfig, simulate
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -182,6 +182,12 @@ class SimulatedDataset(torch.utils.data.Dataset):
         config = self.config
         generator = sample_generator(self.seed, self.split, epoch, index)
         fractions, spacing, origin = self.anatomy.draw(generator)
+        uniform_objects = config.uniform_probability > 0 and bool(
+            torch.rand((), generator=generator) < config.uniform_probability
+        )
+        if uniform_objects:
+            fractions = torch.from_numpy(one_hot(uniform_object_labels(generator)))
+            spacing, origin = (PHANTOM_SPACING,) * 2, {"subject": -1, "slice": -1}
         transform = SliceTransform()
         if self.split == "train":
             transform = SliceTransform.random(
@@ -192,7 +198,7 @@ class SimulatedDataset(torch.utils.data.Dataset):
                 config.flips,
             )
         fractions = resample_fractions(fractions, spacing, config.size, config.fov_mm, transform)
-        sample = simulate(fractions, config, generator)
+        sample = simulate(fractions, config, generator, uniform_objects)
         sample["subject"] = torch.tensor(origin["subject"])
         sample["slice"] = torch.tensor(origin["slice"])
         return sample

@@ -115,3 +115,37 @@ def phantom_labels(generator: torch.Generator) -> np.ndarray:
         labels[vessel] = 8
     labels[rho > 1] = 0
     return labels.numpy()
+
+
+#: Most objects of :func:`uniform_object_labels` (labels 1..MAX_UNIFORM_OBJECTS).
+MAX_UNIFORM_OBJECTS = 6
+
+
+def uniform_object_labels(generator: torch.Generator) -> np.ndarray:
+    """A test-object phantom: a large disk or bottle with up to five tubes inside.
+
+    The kind of object a user scans to check a T1 map: regions of uniform tissue, unlike any
+    anatomy. Object ``j`` gets label ``j`` (1 = the container, 2.. = tubes, later objects
+    drawn over earlier ones); the simulation gives every label its own uniform T1 and M0.
+
+    Returns
+    -------
+    np.ndarray
+        ``uint8 (440, 440)`` labels on the grid of :func:`phantom_labels`.
+    """
+    n = round(PHANTOM_FOV / PHANTOM_SPACING)
+    axis = (torch.arange(n, dtype=torch.float64) + 0.5) * PHANTOM_SPACING - PHANTOM_FOV / 2
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    labels = torch.zeros(n, n, dtype=torch.uint8)
+    radius = float(_uniform(generator, 0.2, 0.42)) * PHANTOM_FOV
+    aspect = float(_uniform(generator, 0.7, 1.0))
+    angle = float(_uniform(generator, 0.0, math.pi))
+    labels[_ellipse(y, x, (0.0, 0.0), (radius, aspect * radius), angle)] = 1
+    n_tubes = int(torch.randint(MAX_UNIFORM_OBJECTS, (), generator=generator))
+    for label in range(2, n_tubes + 2):
+        tube = float(_uniform(generator, 0.05, 0.25)) * radius
+        distance = float(_uniform(generator, 0.0, aspect * radius - tube))
+        direction = float(_uniform(generator, 0.0, 2 * math.pi))
+        centre = (distance * math.sin(direction), distance * math.cos(direction))
+        labels[_ellipse(y, x, centre, (tube, tube))] = label
+    return labels.numpy()

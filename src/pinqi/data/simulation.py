@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -74,6 +75,24 @@ class SimulationConfig:
         BrainWeb subjects per split, e.g. ``{"test": ("20", "49")}``; a split not named keeps
         the paper's subjects (:data:`~pinqi.data.brainweb.SPLITS`). The splits must not share
         a subject.
+    t1_any_probability, t1_any_range
+        Coverage beyond the brain (default off, the paper's): each tissue class of a sample
+        draws its T1 log-uniformly from ``t1_any_range`` (s) with this probability, instead of
+        from its tissue range.
+    uniform_probability
+        Probability that a sample is a test-object phantom (a container with tubes, see
+        :func:`~pinqi.data.phantom.uniform_object_labels`) instead of the anatomy: uniform
+        regions, each with T1 log-uniform in ``t1_any_range`` and |M0| ~ U(0.2, 1), without the
+        smooth T1 field.
+    phase_any_probability
+        Probability that a sample gets the phase a scanner may deliver: a global phase
+        ~ U(-pi, pi) and a smooth field of peak amplitude ~ U(0, pi) rad, instead of the
+        paper's small phase (+-0.2 rad and a N(0, 0.2) offset).
+    intensity_range
+        |M0| of a sample is multiplied by a log-uniform factor in this range.
+    t1_factor
+        Every T1 is multiplied by this factor (for test sets shifted out of the training
+        distribution; 1 for training).
     """
 
     size: int = 192
@@ -92,6 +111,12 @@ class SimulationConfig:
     max_shift_mm: float = 5.0
     flips: bool = True
     subjects: dict[str, tuple[str, ...]] | None = None
+    t1_any_probability: float = 0.0
+    t1_any_range: tuple[float, float] = (0.1, 5.0)
+    uniform_probability: float = 0.0
+    phase_any_probability: float = 0.0
+    intensity_range: tuple[float, float] = (1.0, 1.0)
+    t1_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or self.size < 8 or self.size % 2:
@@ -126,6 +151,19 @@ class SimulationConfig:
             )
         if self.subjects is not None:
             object.__setattr__(self, "subjects", _check_subjects(self.subjects, self.anatomy))
+        for name in ("t1_any_probability", "uniform_probability", "phase_any_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(
+                    f"{name} must be a probability in [0, 1], got {getattr(self, name)}"
+                )
+        for name in ("t1_any_range", "intensity_range"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high < math.inf:
+                raise ValueError(
+                    f"{name} must be a range 0 < low <= high, got {getattr(self, name)}"
+                )
+        if not 0 < self.t1_factor < math.inf:
+            raise ValueError(f"t1_factor must be positive, got {self.t1_factor}")
 
     def split_subjects(self, split: str) -> tuple[str, ...] | None:
         """The explicit subjects of ``split``, or None for the paper's."""
@@ -140,7 +178,7 @@ class SimulationConfig:
         """Inverse of :meth:`to_json`."""
         values = json.loads(text)
         known = {f.name for f in fields(cls)}
-        for name in ("tau", "noise_sigma", "scale_range"):
+        for name in ("tau", "noise_sigma", "scale_range", "t1_any_range", "intensity_range"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**{k: v for k, v in values.items() if k in known})
@@ -150,21 +188,29 @@ class SimulationConfig:
 ORIENTATION_AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
 
 
-def brain_mask(fractions: torch.Tensor) -> torch.Tensor:
-    """Pixels that are mostly brain tissue, eroded by one pixel: bool ``(H, W)``."""
-    brain = fractions[list(BRAIN_LABELS)].sum(0) >= 0.5
+def brain_mask(fractions: torch.Tensor, labels: Sequence[int] = BRAIN_LABELS) -> torch.Tensor:
+    """Pixels mostly of the classes ``labels`` (default: brain), eroded by one: bool ``(H, W)``."""
+    brain = fractions[list(labels)].sum(0) >= 0.5
     eroded = -F.max_pool2d(-brain[None, None].float(), 3, stride=1, padding=1)
     return eroded[0, 0] > 0.5
 
 
-def parameter_maps(fractions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def parameter_maps(
+    fractions: torch.Tensor,
+    generator: torch.Generator,
+    config: SimulationConfig = SimulationConfig(),
+    uniform_objects: bool = False,
+) -> torch.Tensor:
     """Random tissue parameters mixed by class fractions, with smooth augmentation fields.
 
     Per class: T1 ~ U(range), |M0| ~ U(range), phase ~ U(-0.1, 0.1) rad. Per pixel: R1 and
     complex M0 are the fraction-weighted means over the classes. Then T1 is multiplied by
     1 + Q with Q a low-variance 2D polynomial (|Q| <= 0.1), |M0| by a smooth bias field
     1 + clip(S + P, -0.5, 0.3) (S: filtered noise, P: polynomial), and the phase gets a smooth
-    polynomial field and a global offset ~ N(0, 0.2) rad.
+    polynomial field and a global offset ~ N(0, 0.2) rad. The coverage options of ``config``
+    (``t1_any_probability``, ``phase_any_probability``, ``intensity_range``, ``t1_factor``)
+    widen these draws; random values for an option are only drawn where it is on, so the
+    paper's samples do not change.
 
     Parameters
     ----------
@@ -172,6 +218,12 @@ def parameter_maps(fractions: torch.Tensor, generator: torch.Generator) -> torch
         ``(12, H, W)`` class fractions.
     generator
         Source of every random value.
+    config
+        The coverage options (default: off).
+    uniform_objects
+        The classes are test objects (:func:`~pinqi.data.phantom.uniform_object_labels`):
+        every class draws T1 from ``config.t1_any_range`` and |M0| from U(0.2, 1), and T1 gets
+        no smooth field.
 
     Returns
     -------
@@ -182,7 +234,16 @@ def parameter_maps(fractions: torch.Tensor, generator: torch.Generator) -> torch
     u = torch.rand(3, N_CLASSES, generator=generator, dtype=torch.float64)
     t1_range = torch.tensor([t.t1 for t in TISSUES], dtype=torch.float64)
     m0_range = torch.tensor([t.m0 for t in TISSUES], dtype=torch.float64)
+    if uniform_objects:
+        m0_range = torch.tensor([[0.0, 0.0]] + [[0.2, 1.0]] * (N_CLASSES - 1), dtype=torch.float64)
     t1 = t1_range[:, 0] + (t1_range[:, 1] - t1_range[:, 0]) * u[0]
+    if config.t1_any_probability > 0 or uniform_objects:
+        low, high = (math.log(t) for t in config.t1_any_range)
+        v = torch.rand(2, N_CLASSES, generator=generator, dtype=torch.float64)
+        anywhere = torch.exp(low + (high - low) * v[0])
+        wide = (v[1] < config.t1_any_probability) | uniform_objects
+        t1 = torch.where(wide, anywhere, t1)
+    t1 = t1 * config.t1_factor
     magnitude = m0_range[:, 0] + (m0_range[:, 1] - m0_range[:, 0]) * u[1]
     m0_class = torch.polar(magnitude, 0.2 * u[2] - 0.1)
     f = fractions.to(torch.float64)
@@ -192,13 +253,30 @@ def parameter_maps(fractions: torch.Tensor, generator: torch.Generator) -> torch
     q = random_polynomial(shape, (0.1, 0.2, 0.2), generator, torch.float64)
     q = q - q.mean()
     q = q * (0.1 / q.abs().max().clamp(min=1e-12))
-    r1 = r1 / (1 + q)
+    if not uniform_objects:
+        r1 = r1 / (1 + q)
     bias = smooth_noise(shape, generator, dtype=torch.float64).mul(0.1).clamp(-0.1, 0.1)
     bias = bias + random_polynomial(shape, (0.3, 0.2, 0.2), generator, torch.float64)
     phase = random_polynomial(shape, (0.1, 0.1, 0.1), generator, torch.float64).clamp(-0.2, 0.2)
     phase = phase - phase.mean() + 0.2 * torch.randn((), generator=generator, dtype=torch.float64)
+    if config.phase_any_probability > 0:
+        phase = _scanner_phase(phase, shape, config.phase_any_probability, generator)
     m0 = m0 * (1 + bias.clamp(-0.5, 0.3)) * torch.polar(torch.ones_like(phase), phase)
+    if config.intensity_range != (1.0, 1.0):
+        low, high = (math.log(x) for x in config.intensity_range)
+        m0 = m0 * math.exp(low + (high - low) * float(torch.rand((), generator=generator)))
     return torch.stack([m0.real, m0.imag, r1]).float()
+
+
+def _scanner_phase(
+    phase: torch.Tensor, shape: tuple[int, int], probability: float, generator: torch.Generator
+) -> torch.Tensor:
+    """With ``probability``, a global U(-pi, pi) plus a smooth field of peak U(0, pi) rad."""
+    u = torch.rand(3, generator=generator, dtype=torch.float64)
+    field = random_polynomial(shape, (0.3, 0.3, 0.3), generator, torch.float64)
+    field = field - field.mean()
+    field = field * (math.pi * float(u[1]) / field.abs().max().clamp(min=1e-12))
+    return field + math.pi * (2 * float(u[2]) - 1) if u[0] < probability else phase
 
 
 def acquire(
@@ -238,14 +316,18 @@ def acquire(
 
 
 def simulate(
-    fractions: torch.Tensor, config: SimulationConfig, generator: torch.Generator
+    fractions: torch.Tensor,
+    config: SimulationConfig,
+    generator: torch.Generator,
+    uniform_objects: bool = False,
 ) -> dict[str, torch.Tensor]:
     """One sample from class fractions already on the image grid.
 
     Returns the :func:`acquire` outputs plus ``params`` float32 ``(P, H, W)`` (R1 last),
-    ``brain_mask`` bool ``(H, W)`` and ``tau`` float32 ``(n_tau,)``.
+    ``brain_mask`` bool ``(H, W)`` (for ``uniform_objects``: the objects) and ``tau`` float32
+    ``(n_tau,)``.
     """
-    params = parameter_maps(fractions, generator)
+    params = parameter_maps(fractions, generator, config, uniform_objects)
     if config.signal_model == "inversion-ab":
         efficiency = 0.8 + 0.2 * torch.rand((), generator=generator)
         b = -(1 + efficiency) * params[:2]
@@ -253,7 +335,7 @@ def simulate(
     sample = acquire(params, config, generator)
     sample.update(
         params=params,
-        brain_mask=brain_mask(fractions),
+        brain_mask=brain_mask(fractions, range(1, N_CLASSES) if uniform_objects else BRAIN_LABELS),
         tau=torch.tensor(config.tau, dtype=torch.float32),
     )
     return sample
