@@ -43,6 +43,9 @@ class OptimConfig:
         many skipped steps in a row stop the run with an error.
     checkpoint_every_n_steps
         Checkpoint interval (``last.ckpt`` is always kept).
+    strip_rows
+        Train on readout strips of this many rows (0: whole images); validation always uses
+        whole images. See :mod:`pinqi.data.strips`.
     num_workers, accelerator, devices, num_nodes, strategy, precision
         Passed to the DataLoader and to Lightning's Trainer.
     """
@@ -63,6 +66,7 @@ class OptimConfig:
     gradient_clip_norm: float = 1.0
     max_nonfinite_steps: int = 10
     checkpoint_every_n_steps: int = 200
+    strip_rows: int = 0
     num_workers: int = 4
     accelerator: str = "auto"
     devices: int | str = "auto"

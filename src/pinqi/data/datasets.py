@@ -22,6 +22,7 @@ from pinqi.data.brainweb import BrainWebSubject, one_hot, split_subjects
 from pinqi.data.geometry import SliceTransform, resample_fractions
 from pinqi.data.phantom import PHANTOM_SPACING, phantom_labels, uniform_object_labels
 from pinqi.data.simulation import ORIENTATION_AXES, SimulationConfig, simulate
+from pinqi.data.strips import readout_strip, strip_start
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -127,6 +128,9 @@ class SimulatedDataset(torch.utils.data.Dataset):
     subjects
         Explicit BrainWeb subjects of this split (anatomy ``"brainweb"`` only), e.g.
         ``["20", "49"]``; None (default): the paper's split.
+    strip_rows
+        If > 0, every sample is a random readout strip of this many rows around the brain
+        (:func:`~pinqi.data.strips.readout_strip`): an exact, smaller problem for training.
     """
 
     def __init__(
@@ -137,6 +141,7 @@ class SimulatedDataset(torch.utils.data.Dataset):
         seed: int = 0,
         epoch: int = 0,
         subjects: Sequence[str | int] | None = None,
+        strip_rows: int = 0,
     ) -> None:
         if split not in SPLIT_CODES:
             raise ValueError(f"split must be one of {sorted(SPLIT_CODES)}, got {split!r}")
@@ -147,7 +152,10 @@ class SimulatedDataset(torch.utils.data.Dataset):
             raise ValueError(
                 f"subjects {list(subjects)} need anatomy 'brainweb', got {config.anatomy!r}"
             )
+        if not 0 <= strip_rows <= config.size:
+            raise ValueError(f"strip_rows must be in [0, size = {config.size}], got {strip_rows}")
         self.config, self.split, self.n_samples = config, split, n_samples
+        self.strip_rows = strip_rows
         self.seed, self.epoch = seed, epoch
         if config.anatomy == "brainweb":
             self.anatomy: BuiltinAnatomy | BrainWebAnatomy = BrainWebAnatomy(
@@ -199,6 +207,9 @@ class SimulatedDataset(torch.utils.data.Dataset):
             )
         fractions = resample_fractions(fractions, spacing, config.size, config.fov_mm, transform)
         sample = simulate(fractions, config, generator, uniform_objects)
+        if self.strip_rows:
+            start = strip_start(sample["brain_mask"], self.strip_rows, generator)
+            sample = readout_strip(sample, start, self.strip_rows)
         sample["subject"] = torch.tensor(origin["subject"])
         sample["slice"] = torch.tensor(origin["slice"])
         return sample

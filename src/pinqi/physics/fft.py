@@ -17,3 +17,15 @@ def ifft2c(k: torch.Tensor) -> torch.Tensor:
     dims = (-2, -1)
     k = torch.fft.ifftshift(k, dim=dims)
     return torch.fft.fftshift(torch.fft.ifft2(k, dim=dims, norm="ortho"), dim=dims)
+
+
+def centered_fft(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Centered orthonormal 1D FFT along ``dim`` (k-space centre at index ``n // 2``)."""
+    x = torch.fft.ifftshift(x, dim=dim)
+    return torch.fft.fftshift(torch.fft.fft(x, dim=dim, norm="ortho"), dim=dim)
+
+
+def centered_ifft(k: torch.Tensor, dim: int) -> torch.Tensor:
+    """Inverse (and adjoint) of :func:`centered_fft`."""
+    k = torch.fft.ifftshift(k, dim=dim)
+    return torch.fft.fftshift(torch.fft.ifft(k, dim=dim, norm="ortho"), dim=dim)

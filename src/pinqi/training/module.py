@@ -27,7 +27,7 @@ class SimulatedDataModule(L.LightningDataModule):
         self.config = config
         optim = config.optim
         self.train_set = SimulatedDataset(
-            config.data, "train", optim.samples_per_epoch, config.seed
+            config.data, "train", optim.samples_per_epoch, config.seed, strip_rows=optim.strip_rows
         )
         self.val_set = SimulatedDataset(config.data, "val", optim.val_samples, config.seed)
         self.train_sampler = EpochSampler(optim.samples_per_epoch, config.seed)
