@@ -1,6 +1,7 @@
 import csv
 import re
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pytest
@@ -118,6 +119,9 @@ def test_reconstruct_all_counts_samples_and_times_each_stage(trained, capsys):
     )
     alone = reconstruct_all(model, H5Dataset(data), batch_size=2, baseline=False, progress=False)
     assert set(alone.seconds) == {"data", "PINQI"} and "baseline" not in alone.timing()
+    assert set(result.kspace_residual) == set(result.maps) and not alone.kspace_residual
+    assert all(r.shape == (3,) and bool((r > 0).all()) for r in result.kspace_residual.values())
+    assert all(m.shape == (3, 16, 16) for m in result.residual_maps.values())
 
 
 def test_reconstruct_writes_hdf5_nifti_and_png(trained):
@@ -141,6 +145,12 @@ def test_reconstruct_writes_hdf5_nifti_and_png(trained):
     assert np.isfinite(values).all() and values.min() > 0 and values.max() <= 10
     assert nib.load(root / "rec" / "m0.nii.gz").shape == (16, 16, 3)
     assert (root / "rec" / "params.h5").is_file() and (root / "rec" / "sample000.png").is_file()
+    for name in ("residual", "residual_fit"):
+        assert nib.load(root / "rec" / f"{name}.nii.gz").shape == (16, 16, 3)
+    with h5py.File(root / "rec" / "params.h5") as f:
+        assert f["residual"].shape == (3, 16, 16) and f["residual_ratio"].shape == (3,)
+        ratio = f["kspace_residual"][()] / f["kspace_residual_fit"][()]
+        np.testing.assert_allclose(f["residual_ratio"][()], ratio, rtol=1e-6)
 
 
 def test_evaluate_rejects_incompatible_data(trained, tmp_path):

@@ -14,6 +14,9 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from pinqi.config import build_dataclass
     from pinqi.data.datasets import SimulatedDataset, write_h5
     from pinqi.data.simulation import TAU_ABLATION, TAU_PAPER, SimulationConfig
     from pinqi.evaluation.figures import plot_sample
@@ -31,11 +34,30 @@ def _simulate(args: argparse.Namespace) -> None:
         orientation=args.orientation,
         subjects=None if args.subjects is None else {args.split: tuple(args.subjects)},
     )
+    if args.set:
+        try:
+            settings = asdict(config) | _parse_settings(args.set)
+            config = build_dataclass(SimulationConfig, settings, "--set")
+        except ValueError as error:
+            raise SystemExit(f"pinqi simulate: {error}") from None
     dataset = SimulatedDataset(config, args.split, args.n_samples, seed=args.seed)
     path = write_h5(args.out, dataset, progress=not args.quiet)
     figure = args.figure or path.with_suffix(".png")
     plot_sample(dataset[0], figure)
     print(f"wrote {args.n_samples} {args.split} samples to {path} and a sample figure to {figure}")
+
+
+def _parse_settings(items: list[str]) -> dict:
+    """``KEY=VALUE`` items (values parsed as YAML) as a dict."""
+    import yaml
+
+    settings = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r} must look like key=value")
+        settings[key.strip()] = yaml.safe_load(text)
+    return settings
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -99,6 +121,7 @@ def _reconstruct(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             device=args.device,
             allow_other_protocol=args.allow_other_protocol,
+            check=not args.no_check,
         )
     except ValueError as error:
         raise SystemExit(f"pinqi reconstruct: {error}") from None
@@ -295,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--figure", type=Path, help="sample figure (default: OUT with .png)")
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+    simulate.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set a simulation option (YAML syntax, repeatable), e.g. --set fov_mm=220 "
+        "--set uniform_probability=1 --set 't1_any_range=[0.25,0.25]' (see "
+        "pinqi.data.simulation.SimulationConfig)",
+    )
     simulate.set_defaults(run=_simulate)
 
     train = commands.add_parser(
@@ -353,9 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
         "reconstruct",
         help="k-space in, parameter maps out (HDF5, NIfTI, PNG)",
         description="Reconstruct T1 and M0 maps with PINQI: OUT/params.h5, OUT/t1.nii.gz "
-        "(T1 in s, one slice per sample), OUT/m0.nii.gz (|M0|) and one PNG per sample.",
+        "(T1 in s, one slice per sample), OUT/m0.nii.gz (|M0|) and one PNG per sample. The "
+        "maps are checked against the data: OUT/residual.nii.gz and OUT/residual_fit.nii.gz "
+        "are the per-pixel residuals of PINQI and of a plain CG-SENSE + fit, and a warning "
+        "names the slices where PINQI explains the measured k-space much worse.",
     )
     _model_arguments(reconstruct)
+    reconstruct.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the data-residual check against CG-SENSE + fit (faster)",
+    )
     reconstruct.set_defaults(run=_reconstruct)
 
     export = commands.add_parser(

@@ -95,8 +95,8 @@ class ExperimentConfig:
         values = dict(values)
         sections = {"data": SimulationConfig, "model": PINQIConfig, "optim": OptimConfig}
         for name, section in sections.items():
-            values[name] = _build(section, values.get(name, {}), name)
-        return _build(cls, values, "config")
+            values[name] = build_dataclass(section, values.get(name, {}), name)
+        return build_dataclass(cls, values, "config")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
@@ -133,8 +133,8 @@ class ExperimentConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def _build(cls: type, values: dict | object, where: str) -> object:
-    """``cls(**values)`` with tuples restored and unknown keys reported."""
+def build_dataclass(cls: type, values: dict | object, where: str) -> object:
+    """``cls(**values)`` with lists turned into tuples; unknown keys raise, named with ``where``."""
     if not isinstance(values, dict):
         return values
     known = {f.name: f for f in fields(cls)}

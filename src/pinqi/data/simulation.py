@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -164,6 +164,19 @@ class SimulationConfig:
                 )
         if not 0 < self.t1_factor < math.inf:
             raise ValueError(f"t1_factor must be positive, got {self.t1_factor}")
+
+    def without_coverage(self) -> SimulationConfig:
+        """The configuration without the coverage options (the target data, for validation).
+
+        ``t1_factor`` stays: it shifts the data rather than widening the training draws.
+        """
+        return replace(
+            self,
+            t1_any_probability=0.0,
+            uniform_probability=0.0,
+            phase_any_probability=0.0,
+            intensity_range=(1.0, 1.0),
+        )
 
     def split_subjects(self, split: str) -> tuple[str, ...] | None:
         """The explicit subjects of ``split``, or None for the paper's."""

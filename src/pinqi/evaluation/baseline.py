@@ -43,8 +43,23 @@ def cg_sense_fit(
     Runs on the device of the inputs (the signal model must be there too). With
     ``return_info``, also the convergence reports of the CG and of the fit.
     """
+    images, cg_info = cg_sense_images(kspace, coil_maps, mask, config)
+    p, fit_info = fit_flat_prior(model, images, config.lambda_fit)
+    return (p, cg_info, fit_info) if return_info else p
+
+
+def cg_sense_images(
+    kspace: torch.Tensor,
+    coil_maps: torch.Tensor,
+    mask: torch.Tensor,
+    config: BaselineConfig = BaselineConfig(),
+) -> tuple[torch.Tensor, SolverInfo]:
+    """The baseline's images argmin ||A y - k||^2 + lambda ||y||^2 ``(batch, T, H, W)``.
+
+    Returns the images and the CG's convergence report.
+    """
     zero = kspace.new_zeros(kspace.shape[:2] + kspace.shape[3:])
-    images, cg_info = data_consistency(
+    return data_consistency(
         kspace,
         coil_maps,
         mask,
@@ -54,8 +69,6 @@ def cg_sense_fit(
         return_info=True,
         warn=False,
     )
-    p, fit_info = fit_flat_prior(model, images, config.lambda_fit)
-    return (p, cg_info, fit_info) if return_info else p
 
 
 def fit_flat_prior(

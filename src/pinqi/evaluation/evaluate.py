@@ -7,7 +7,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -17,10 +17,11 @@ from tqdm.auto import tqdm
 
 from pinqi.data.datasets import H5Dataset
 from pinqi.evaluation.bart import BartConfig, bart_pics_fit, find_bart
-from pinqi.evaluation.baseline import cg_sense_fit
+from pinqi.evaluation.consistency import check_consistency, kspace_residual, warn_if_inconsistent
 from pinqi.evaluation.metrics import MIN_R1, parameter_metrics, t1_from_r1
 from pinqi.io.checkpoints import load_model
 from pinqi.nets.pinqi import PINQI
+from pinqi.physics import CartesianAcquisition
 from pinqi.solvers import ConvergenceWarning
 
 METHODS = ("PINQI", "CG-SENSE + fit")
@@ -74,10 +75,24 @@ class Reconstructions:
         Wall time in s of ``"data"`` (loading the batches and moving them to the device),
         ``"PINQI"`` and, when they ran, ``"baseline"`` and each reference (by method name,
         e.g. ``"bart-pics"``).
+    kspace_residual
+        With the baseline: method -> ||A q(p) - k|| / ||k|| per sample ``(n,)``
+        (:mod:`pinqi.evaluation.consistency`).
+    residual_maps
+        With the baseline: ``"PINQI"`` and ``"CG-SENSE + fit"`` -> the per-pixel
+        :func:`~pinqi.evaluation.consistency.residual_map` ``(n, H, W)``.
     """
 
     maps: dict[str, torch.Tensor]
     seconds: dict[str, float]
+    kspace_residual: dict[str, torch.Tensor] = field(default_factory=dict)
+    residual_maps: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def residual_ratio(self) -> torch.Tensor:
+        """PINQI's k-space residual over the baseline's per sample ``(n,)`` (needs both)."""
+        fit = self.kspace_residual["CG-SENSE + fit"]
+        return self.kspace_residual["PINQI"] / fit.clamp(min=torch.finfo(fit.dtype).tiny)
 
     def timing(self) -> str:
         """One line, e.g. ``time: data 0.3 s, PINQI 12.1 s (0.38 s/sample), baseline 4.2 s``.
@@ -168,7 +183,9 @@ def reconstruct_all(
     batch_size
         Samples per forward pass.
     baseline
-        Also run the non-learned baseline (:func:`~pinqi.evaluation.baseline.cg_sense_fit`).
+        Also run the non-learned baseline (:func:`~pinqi.evaluation.baseline.cg_sense_fit`)
+        and measure every method's data residual against it
+        (:func:`~pinqi.evaluation.consistency.check_consistency`).
     progress
         Show a progress bar that counts samples.
     device
@@ -190,6 +207,8 @@ def reconstruct_all(
     seconds = {"data": 0.0, "PINQI": 0.0} | ({"baseline": 0.0} if baseline else {})
     if bart is not None:
         seconds[bart_method] = 0.0
+    residuals: dict[str, list[torch.Tensor]] = {m: [] for m in names} if baseline else {}
+    residual_maps: dict[str, list[torch.Tensor]] = {m: [] for m in METHODS} if baseline else {}
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     bar = tqdm(total=len(dataset), unit="sample", disable=not progress)
     with bar, torch.no_grad(), warnings.catch_warnings():
@@ -203,15 +222,29 @@ def reconstruct_all(
             done = _clock(device)
             seconds["PINQI"] += done - loaded
             if baseline:
-                maps["CG-SENSE + fit"].append(cg_sense_fit(signal_model, *inputs).cpu())
+                check = check_consistency(signal_model, maps["PINQI"][-1].to(device), *inputs)
+                maps["CG-SENSE + fit"].append(check.baseline.cpu())
+                for method in METHODS:
+                    residual_maps[method].append(check.residual_maps[method].cpu())
+                    residuals[method].append(check.kspace_residual[method].cpu())
                 seconds["baseline"] += _clock(device) - done
             if bart is not None:
                 done = _clock(device)
                 maps[bart_method].append(bart_pics_fit(signal_model, *inputs, bart).cpu())
                 seconds[bart_method] += _clock(device) - done
+                if baseline:
+                    acquisition = CartesianAcquisition(*inputs[1:])
+                    params = maps[bart_method][-1].to(device)
+                    value = kspace_residual(signal_model, params, acquisition, inputs[0])
+                    residuals[bart_method].append(value.cpu())
             bar.update(len(inputs[0]))
             start = _clock(device)
-    return Reconstructions({name: torch.cat(m) for name, m in maps.items()}, seconds)
+    return Reconstructions(
+        {name: torch.cat(m) for name, m in maps.items()},
+        seconds,
+        {name: torch.cat(r) for name, r in residuals.items()},
+        {name: torch.cat(r) for name, r in residual_maps.items()},
+    )
 
 
 def evaluate(
@@ -276,6 +309,7 @@ def evaluate(
     rows = []
     for method, prediction in result.maps.items():
         metrics = parameter_metrics(prediction, truth, masks)
+        metrics["kspace_residual"] = result.kspace_residual[method]
         for i in range(len(dataset)):
             rows.append(
                 {"sample": i, "method": method, **{k: float(v[i]) for k, v in metrics.items()}}
@@ -290,10 +324,13 @@ def evaluate(
         "Errors over the brain-mask pixels. nRMSE = ||x - x_true|| / ||x_true||; MAE = mean "
         f"|x - x_true|, T1 MAE in s. T1 = 1 / max(R1, {MIN_R1:g} 1/s), so T1 is capped at "
         f"{1 / MIN_R1:g} s; t1_clamped is the share (0..1) of mask pixels whose predicted R1 "
-        f"< {MIN_R1:g} 1/s (T1 errors of methods with a large share are flattered).\n"
+        f"< {MIN_R1:g} 1/s (T1 errors of methods with a large share are flattered). "
+        "kspace_residual = ||A q(p) - k|| / ||k|| over the sampled k-space: how well the "
+        "maps explain the measured data.\n"
     )
     print(summary)
     print(result.timing())
+    warn_if_inconsistent(result.residual_ratio, what="sample")
     first = {method: maps[0] for method, maps in result.maps.items()}
     plot_maps(out / "maps.png", truth[0], masks[0], first)
     plot_distributions(out / "distributions.png", rows)
@@ -322,12 +359,21 @@ def reconstruct(
     batch_size: int = 4,
     device: str | torch.device = "cpu",
     allow_other_protocol: bool = False,
+    check: bool = True,
 ) -> Path:
     """k-space in, parameter maps out: ``params.h5``, ``t1.nii.gz``, ``m0.nii.gz`` and PNGs.
 
     ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``) is where PINQI runs.
     Prints where the time went. Data of another protocol (delays, signal model) than the
     model's are refused unless ``allow_other_protocol`` (:func:`check_protocol`).
+
+    With ``check`` (default), the maps are checked against the data
+    (:mod:`pinqi.evaluation.consistency`): the CG-SENSE + fit baseline runs too,
+    ``residual.nii.gz`` and ``residual_fit.nii.gz`` hold the per-pixel data residuals of PINQI
+    and of the baseline (:func:`~pinqi.evaluation.consistency.residual_map`), ``params.h5``
+    also holds them and the per-slice k-space residuals and their ratio, and an
+    :class:`~pinqi.evaluation.consistency.OutOfDistributionWarning` names the slices where
+    PINQI explains the data much worse than the baseline.
     """
     from pinqi.evaluation.figures import plot_parameter_maps
     from pinqi.io.nifti import write_nifti
@@ -338,8 +384,15 @@ def reconstruct(
     check_protocol(model, trained.data.signal_model, dataset, Path(data), allow_other_protocol)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = reconstruct_all(model, dataset, batch_size, baseline=False, device=device)
+    result = reconstruct_all(model, dataset, batch_size, baseline=check, device=device)
     print(result.timing())
+    if check:
+        ratio = result.residual_ratio
+        print(
+            "data residual ||A q(p) - k|| / ||k||, PINQI over CG-SENSE + fit per slice: "
+            f"median {float(ratio.median()):.2f}, max {float(ratio.max()):.2f}"
+        )
+        warn_if_inconsistent(ratio)
     params = result.maps["PINQI"]
     t1 = t1_from_r1(params[:, -1]).numpy()
     m0 = torch.complex(params[:, 0], params[:, 1]).numpy()
@@ -349,9 +402,20 @@ def reconstruct(
         f["m0"] = m0
         f.attrs["checkpoint"] = str(checkpoint)
         f.attrs["conventions"] = "params = [Re M0, Im M0, R1 in 1/s]; t1 in s"
+        if check:
+            f["residual"] = result.residual_maps["PINQI"].numpy()
+            f["residual_fit"] = result.residual_maps["CG-SENSE + fit"].numpy()
+            for method, name in zip(
+                METHODS, ("kspace_residual", "kspace_residual_fit"), strict=True
+            ):
+                f[name] = result.kspace_residual[method].numpy()
+            f["residual_ratio"] = result.residual_ratio.numpy()
     pixel_mm = dataset.config.fov_mm / dataset.config.size
     write_nifti(out / "t1.nii.gz", t1, pixel_mm)
     write_nifti(out / "m0.nii.gz", np.abs(m0), pixel_mm)
+    if check:
+        for method, name in zip(METHODS, ("residual", "residual_fit"), strict=True):
+            write_nifti(out / f"{name}.nii.gz", result.residual_maps[method].numpy(), pixel_mm)
     for i in range(len(params)):
         plot_parameter_maps(out / f"sample{i:03d}.png", params[i])
     return out

@@ -18,6 +18,10 @@ from pinqi.training.schedule import phase_schedule
 class SimulatedDataModule(L.LightningDataModule):
     """Fresh training samples every epoch and a fixed validation set, both simulated.
 
+    The validation set is simulated without the coverage options of the data configuration
+    (:meth:`~pinqi.data.simulation.SimulationConfig.without_coverage`): settings are chosen
+    on the data the model is for.
+
     The anatomy is loaded once, before DataLoader workers fork (they share it), and workers
     stay alive across epochs; the epoch reaches them through the sampler's indices.
     """
@@ -29,7 +33,10 @@ class SimulatedDataModule(L.LightningDataModule):
         self.train_set = SimulatedDataset(
             config.data, "train", optim.samples_per_epoch, config.seed, strip_rows=optim.strip_rows
         )
-        self.val_set = SimulatedDataset(config.data, "val", optim.val_samples, config.seed)
+        # validation on the target data: the coverage options widen the training draws only
+        self.val_set = SimulatedDataset(
+            config.data.without_coverage(), "val", optim.val_samples, config.seed
+        )
         self.train_sampler = EpochSampler(optim.samples_per_epoch, config.seed)
 
     def setup(self, stage: str) -> None:
