@@ -35,11 +35,8 @@ def _simulate(args: argparse.Namespace) -> None:
         subjects=None if args.subjects is None else {args.split: tuple(args.subjects)},
     )
     if args.set:
-        try:
-            settings = asdict(config) | _parse_settings(args.set)
-            config = build_dataclass(SimulationConfig, settings, "--set")
-        except ValueError as error:
-            raise SystemExit(f"pinqi simulate: {error}") from None
+        settings = asdict(config) | _parse_settings(args.set)
+        config = build_dataclass(SimulationConfig, settings, "--set")
     dataset = SimulatedDataset(config, args.split, args.n_samples, seed=args.seed)
     path = write_h5(args.out, dataset, progress=not args.quiet)
     figure = args.figure or path.with_suffix(".png")
@@ -113,18 +110,15 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _reconstruct(args: argparse.Namespace) -> None:
     from pinqi.evaluation.evaluate import reconstruct
 
-    try:
-        out = reconstruct(
-            args.checkpoint,
-            args.data,
-            args.out,
-            batch_size=args.batch_size,
-            device=args.device,
-            allow_other_protocol=args.allow_other_protocol,
-            check=not args.no_check,
-        )
-    except ValueError as error:
-        raise SystemExit(f"pinqi reconstruct: {error}") from None
+    out = reconstruct(
+        args.checkpoint,
+        args.data,
+        args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        allow_other_protocol=args.allow_other_protocol,
+        check=not args.no_check,
+    )
     print(f"wrote {out / 'params.h5'}, t1.nii.gz, m0.nii.gz and PNGs")
 
 
@@ -185,13 +179,50 @@ def _sequence(args: argparse.Namespace) -> None:
 
 
 def _fit(args: argparse.Namespace) -> None:
+    if args.images is not None:
+        _fit_images(args)
+        return
     from pinqi.evaluation.fit import fit_file
 
-    try:
-        out = fit_file(args.data, args.model, args.out, device=args.device)
-    except ValueError as error:
-        raise SystemExit(f"pinqi fit: {error}") from None
+    if args.model == "look-locker" or args.tau or args.mask:
+        raise SystemExit("pinqi fit: --model look-locker, --tau and --mask need --images")
+    out = fit_file(args.data, args.model, args.out, device=args.device)
     print(f"wrote {out / 'params.h5'}, t1.nii.gz and m0.nii.gz")
+
+
+def _fit_images(args: argparse.Namespace) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    from pinqi.evaluation.series_fit import fit_series, write_series_maps
+    from pinqi.io.series import read_series
+
+    tau = _delays(args.tau) if args.tau else None
+    series = read_series(args.images, tau)
+    mask = None
+    if args.mask is not None:
+        if not args.mask.is_file():
+            raise FileNotFoundError(f"mask not found: {args.mask}")
+        mask = np.asarray(nib.load(args.mask).dataobj) != 0
+        mask = mask.reshape(series.grid) if mask.size == np.prod(series.grid) else mask
+    result = fit_series(series, args.model, mask, args.device, progress=not args.quiet)
+    out = write_series_maps(result, series, args.model, args.out)
+    t1 = result.maps["t1"][result.mask]
+    print(f"{result.method}; {int(result.mask.sum())} voxels, median T1 {np.median(t1):.4g} s")
+    if result.at_bound.any() or result.unconverged:
+        print(
+            f"{int(result.at_bound.sum())} voxels with T1 on a bound of the fit (at_bound.nii.gz), "
+            f"{result.unconverged} not converged"
+        )
+    print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
+
+
+def _delays(text: str) -> list[float]:
+    """``--tau 0.5,1,1.5`` as floats, with a clear error."""
+    try:
+        return [float(t) for t in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--tau must be comma-separated numbers in s, got {text!r}") from None
 
 
 def _roi(args: argparse.Namespace) -> None:
@@ -455,16 +486,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = commands.add_parser(
         "fit",
-        help="pixel-wise signal-model fit of (fully sampled) data: the non-learned reference",
-        description="Coil-combine the k-space of an HDF5 file (pinqi simulate layout; "
-        "CG-SENSE if undersampled) and fit a signal model pixel by pixel: OUT/params.h5, "
-        "OUT/t1.nii.gz, OUT/m0.nii.gz.",
+        help="pixel-wise signal-model fit of an image series or of k-space: the non-learned "
+        "reference",
+        description="--images: fit a measured image series (3D/4D NIfTI with the delays on "
+        "the last axis, complex or magnitude, or a folder of DICOM files) voxel by voxel and "
+        "write OUT/t1.nii.gz, OUT/m0.nii.gz (M0 in the input's intensity), the other "
+        "parameters, OUT/mask.nii.gz, OUT/at_bound.nii.gz and OUT/params.h5 on the input's "
+        "grid and affine. Magnitude inversion-recovery and Look-Locker series are fitted with "
+        "polarity restoration (RD-NLS-PR). --data: coil-combine the k-space of an HDF5 file "
+        "(pinqi simulate layout; CG-SENSE if undersampled) and fit it pixel by pixel.",
     )
-    fit.add_argument("--data", type=Path, required=True, help="HDF5 file")
+    source = fit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, help="image series: NIfTI file or DICOM folder")
+    source.add_argument("--data", type=Path, help="HDF5 file in the pinqi simulate layout")
     fit.add_argument(
-        "--model", choices=("saturation", "inversion", "inversion-ab"), default="saturation"
+        "--model",
+        choices=("saturation", "inversion", "inversion-ab", "look-locker"),
+        default="saturation",
+        help="signal model; look-locker (MOLLI-type series, --images only) writes T1 and T1*",
+    )
+    fit.add_argument(
+        "--tau",
+        help="delays in s, comma-separated, in the order of the images (NIfTI: required; "
+        "DICOM: default from InversionTime)",
+    )
+    fit.add_argument(
+        "--mask",
+        type=Path,
+        help="NIfTI mask on the series' grid (non-zero = fit); default: voxels whose signal at "
+        "the longest delay exceeds 5%% of its 99th percentile",
     )
     fit.add_argument("--out", type=Path, required=True, help="output folder")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
     _device_argument(fit)
     fit.set_defaults(run=_fit)
 
@@ -490,4 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``pinqi`` command line."""
     args = build_parser().parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except (FileNotFoundError, ValueError) as error:  # bad input, said in one line
+        raise SystemExit(f"pinqi {args.command}: {error}") from None

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from pinqi.physics import CartesianAcquisition, SignalModel, signal_model
-from pinqi.solvers import data_consistency, signal_fit
+from pinqi.solvers import SolverInfo, data_consistency, signal_fit
 
 
 def combine(kspace: torch.Tensor, coil_maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -25,10 +25,15 @@ def combine(kspace: torch.Tensor, coil_maps: torch.Tensor, mask: torch.Tensor) -
     return data_consistency(kspace, coil_maps, mask, [1e-3], [zero], max_iter=50, warn=False)
 
 
-def fit_images(model: SignalModel, images: torch.Tensor, lam: float = 1e-4) -> torch.Tensor:
-    """Pixel-wise fit of ``images`` ``(batch, n_tau, H, W)``, weakly pulled to the start."""
+def fit_images(
+    model: SignalModel, images: torch.Tensor, lam: float = 1e-4, return_info: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, SolverInfo]:
+    """Pixel-wise fit of ``images`` ``(batch, n_tau, H, W)``, weakly pulled to the start.
+
+    With ``return_info``, also the fit's convergence report.
+    """
     start = model.initial_parameters(images)
-    return signal_fit(model, images, start, lam, max_iter=200, warn=False)
+    return signal_fit(model, images, start, lam, max_iter=200, warn=False, return_info=return_info)
 
 
 def fit_file(
