@@ -161,8 +161,10 @@ def prepare_raw(raw: RawData, size: int | None = None, coil_method: str = "walsh
         Crop the central ``size x size`` of k-space (a lower resolution over the same field
         of view, e.g. to match a model trained at 96 x 96); None keeps the matrix.
     coil_method
-        ``"walsh"`` or ``"ratio"``, estimated from the k-space lines all frames share (the
-        longest delay's frame).
+        ``"walsh"`` or ``"ratio"``, estimated from the time-averaged k-space centre (every
+        frame's lines, :func:`~pinqi.physics.calibration_images`), with the image's smooth
+        phase moved into the maps (:func:`~pinqi.physics.coil_estimation.align_phase`) so that
+        the images PINQI sees are nearly real, as in training.
 
     Returns
     -------
@@ -174,6 +176,7 @@ def prepare_raw(raw: RawData, size: int | None = None, coil_method: str = "walsh
     """
     from pinqi.data.undersample import intensity_scale
     from pinqi.physics import calibration_images, ratio_maps, walsh_maps
+    from pinqi.physics.coil_estimation import align_phase
 
     kspace, mask = raw.kspace, raw.mask
     if size is not None:
@@ -186,11 +189,11 @@ def prepare_raw(raw: RawData, size: int | None = None, coil_method: str = "walsh
         )
         mask = mask[..., left : left + size]
     longest = int(raw.tau.argmax())
-    calibration = calibration_images(kspace, mask, frame=longest)
+    calibration = calibration_images(kspace, mask, frame=longest, lines="union")
     estimate = {"walsh": walsh_maps, "ratio": ratio_maps}
     if coil_method not in estimate:
         raise ValueError(f"coil_method must be 'walsh' or 'ratio', got {coil_method!r}")
-    coil_maps = estimate[coil_method](calibration)
+    coil_maps = align_phase(estimate[coil_method](calibration), calibration)
     scale = intensity_scale((coil_maps.conj() * calibration).sum(1).abs())
     return {
         "kspace": (kspace / scale)[0],

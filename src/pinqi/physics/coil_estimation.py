@@ -84,22 +84,84 @@ def ratio_maps(coil_images: torch.Tensor, window: int = 7) -> torch.Tensor:
     return _normalise(_box_filter(coil_images, window))
 
 
-def calibration_images(kspace: torch.Tensor, mask: torch.Tensor, frame: int = -1) -> torch.Tensor:
-    """Low-resolution coil images from the fully sampled k-space centre of one frame.
+def align_phase(maps: torch.Tensor, coil_images: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Move the image's smooth phase into the coil maps: c exp(i phi), phi = angle of S(c^H x).
 
-    The phase-encoding lines sampled in every frame (the always-sampled centre of the masks)
-    are kept, the rest zeroed, and the result transformed back.
+    The split of a complex signal into sensitivity and image is unique only up to a phase per
+    pixel: c y = (c exp(i phi)) (y exp(-i phi)). Walsh maps take the phase of one coil, so the
+    images they imply carry that coil's phase, which can span +-pi across the field of view;
+    pinqi's training images have a nearly real M0. With phi the phase of the coil-combined
+    ``coil_images`` (smoothed over ``window`` pixels), the implied images are nearly real
+    again, and the k-space model A y is unchanged.
+
+    Parameters
+    ----------
+    maps
+        Complex sensitivities ``(batch, n_coils, H, W)``.
+    coil_images
+        Complex coil images ``(batch, n_coils, H, W)`` (e.g. :func:`calibration_images`).
+    window
+        Odd smoothing window in pixels.
+    """
+    coil_images = _check_inputs(coil_images, window)
+    combined = _box_filter((maps.conj() * coil_images).sum(1, keepdim=True), window)
+    return maps * torch.exp(1j * combined.angle())
+
+
+def calibration_images(
+    kspace: torch.Tensor, mask: torch.Tensor, frame: int = -1, lines: str = "union"
+) -> torch.Tensor:
+    """Low-resolution coil images from the k-space centre.
 
     Parameters
     ----------
     kspace
-        ``(batch, n_tau, n_coils, H, W)``.
+        ``(batch, n_tau, n_coils, H, W)``, zero where not sampled.
     mask
-        Broadcastable to ``(batch, n_tau, H, W)``.
+        Broadcastable to ``(batch, n_tau, H, W)``, phase-encoding lines along W.
     frame
-        Frame whose data are used (default: the last, the longest delay, as in the paper).
+        With ``lines="common"``: the frame whose data are used (default: the last).
+    lines
+        ``"union"`` (default): the time-averaged k-space centre. Every phase-encoding line
+        sampled by any frame is averaged over the frames that sampled it (each frame first
+        scaled to the same energy on the lines all frames share, so that the contrasts mix
+        evenly), and the widest band of consecutive covered lines around the centre is kept:
+        with per-frame random masks this band is several times wider than the lines all
+        frames share. ``"common"``: only the lines sampled in every frame, from ``frame``.
+
+    Returns
+    -------
+    torch.Tensor
+        Complex coil images ``(batch, n_coils, H, W)``.
     """
-    common = mask.to(torch.bool).all(1)
+    mask = mask.to(torch.bool)
+    common = mask.all(1)
     if not bool(common.any()):
         raise ValueError("the masks have no k-space lines in common to calibrate from")
-    return ifft2c(kspace[:, frame] * common.unsqueeze(1))
+    if lines == "common":
+        return ifft2c(kspace[:, frame] * common.unsqueeze(1))
+    if lines != "union":
+        raise ValueError(f"lines must be 'union' or 'common', got {lines!r}")
+    shared = common.unsqueeze(1).unsqueeze(2)
+    energy = (kspace * shared).abs().square().flatten(2).sum(-1)  # (batch, n_tau)
+    weights = (energy[:, -1:] / energy.clamp(min=torch.finfo(energy.dtype).tiny)).sqrt()
+    sampled = mask.expand(kspace.shape[0], kspace.shape[1], *mask.shape[2:]).to(kspace.real.dtype)
+    count = sampled.sum(1)
+    average = (kspace * weights[..., None, None, None]).sum(1) / count.clamp(min=1).unsqueeze(1)
+    return ifft2c(average * _central_band(count > 0).unsqueeze(1))
+
+
+def _central_band(covered: torch.Tensor) -> torch.Tensor:
+    """The consecutive covered positions along W around the centre, per batch element.
+
+    ``covered`` bool ``(batch, H or 1, W)``; returns the same shape, True inside the band.
+    """
+    lines = covered.any(-2)  # (batch, W)
+    width = lines.shape[-1]
+    centre = width // 2
+    index = torch.arange(width, device=lines.device)
+    gaps = ~lines
+    left = torch.where(gaps & (index < centre), index, -1).amax(-1, keepdim=True)
+    right = torch.where(gaps & (index > centre), index, width).amin(-1, keepdim=True)
+    band = (index > left) & (index < right) & lines[:, centre : centre + 1]
+    return band.unsqueeze(-2).expand_as(covered)

@@ -1,0 +1,71 @@
+"""Coil maps from the data: time-averaged k-space centre and phase alignment (issue 11, part 4)."""
+
+import pytest
+import torch
+
+from pinqi.data.datasets import SimulatedDataset
+from pinqi.data.simulation import SimulationConfig
+from pinqi.data.undersample import intensity_scale
+from pinqi.evaluation.metrics import t1_from_r1
+from pinqi.io.checkpoints import load_model
+from pinqi.physics import CartesianAcquisition, calibration_images, walsh_maps
+from pinqi.physics.coil_estimation import _central_band, align_phase
+
+
+@pytest.fixture(scope="module")
+def sample():
+    config = SimulationConfig(size=96, noise_sigma=(0.005, 0.005))
+    return SimulatedDataset(config, "test", 1, seed=2026)[0]
+
+
+def test_union_band_is_wider_than_the_shared_lines(sample):
+    mask = sample["mask"][None].bool()
+    common = int(mask.all(1).sum())
+    union = int(_central_band(mask.any(1)).sum())
+    assert union > common
+    covered = torch.tensor([[[1, 0, 1, 1, 1, 1, 0, 1]]], dtype=torch.bool)
+    assert _central_band(covered).int().tolist() == [[[0, 0, 1, 1, 1, 1, 0, 0]]]
+
+
+def test_phase_alignment_keeps_the_model_and_makes_images_nearly_real(sample):
+    kspace, mask = sample["kspace"][None], sample["mask"][None]
+    calibration = calibration_images(kspace, mask)
+    walsh = walsh_maps(calibration)
+    aligned = align_phase(walsh, calibration)
+    torch.testing.assert_close(aligned.abs(), walsh.abs())
+    brain = sample["brain_mask"]
+    for maps, largest in ((walsh, None), (aligned, 0.35)):
+        combined = (maps.conj() * calibration).sum(1)[0]
+        phase = combined.angle()[brain].abs()
+        if largest is None:
+            assert float(phase.quantile(0.9)) > 1.0  # Walsh's phase: one coil's, far from real
+        else:
+            assert float(phase.quantile(0.9)) < largest
+    # the k-space model is unchanged when the images take the opposite phase
+    y = torch.randn(1, 5, 96, 96, dtype=torch.complex64)
+    shift = (aligned / walsh)[:, :1]
+    before = CartesianAcquisition(walsh, mask).forward(y)
+    after = CartesianAcquisition(aligned, mask).forward(y * shift.conj())
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+
+
+def test_estimated_maps_give_the_simulator_paths_t1(sample):
+    """Goal of issue 11 part 4: the import path's T1 error within 10 % of the simulator's."""
+    model, _ = load_model("default")
+    kspace, mask, brain = sample["kspace"][None], sample["mask"][None], sample["brain_mask"]
+    truth = 1 / sample["params"][2][brain]
+    calibration = calibration_images(kspace, mask)
+    maps = align_phase(walsh_maps(calibration), calibration)
+    scale = intensity_scale((maps.conj() * calibration).sum(1).abs())
+    errors = []
+    with torch.no_grad():
+        for coil_maps, data in ((sample["coil_maps"][None], kspace), (maps, kspace / scale)):
+            t1 = t1_from_r1(model(data, coil_maps, mask).parameters[-1][0, -1])[brain]
+            errors.append(float((t1 - truth).abs().median()))
+    simulator, imported = errors
+    assert imported <= 1.1 * simulator + 0.01
+
+
+def test_unknown_calibration_lines_are_named(sample):
+    with pytest.raises(ValueError, match="lines must be 'union' or 'common'"):
+        calibration_images(sample["kspace"][None], sample["mask"][None], lines="all")
