@@ -27,7 +27,10 @@ def test_fit_of_fully_sampled_data_recovers_t1(tmp_path):
     truth = torch.stack([stored[i]["params"] for i in range(2)])
     masks = torch.stack([stored[i]["brain_mask"] for i in range(2)])
     assert float(parameter_metrics(params, truth, masks)["t1_nrmse"].max()) < 0.05
-    assert nib.load(tmp_path / "fit" / "t1.nii.gz").shape == (32, 32, 2)
+    t1 = nib.load(tmp_path / "fit" / "t1.nii.gz")
+    assert t1.shape == (32, 32, 2)
+    # the voxel size of pinqi reconstruct on the same file: 220 mm / 32 px
+    np.testing.assert_allclose(t1.header.get_zooms()[:2], (220 / 32, 220 / 32), rtol=1e-6)
 
 
 def test_fit_five_parameter_inversion_recovery_images():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -43,7 +44,8 @@ def fit_file(
 
     Only ``kspace``, ``mask``, ``coil_maps`` and ``tau`` are read, so files without ground
     truth work. Writes ``params.h5``, ``t1.nii.gz`` (T1 in s) and ``m0.nii.gz`` (|M0|, or |a|
-    for the a + b exp model).
+    for the a + b exp model), with the voxel size of ``pinqi reconstruct`` on the same file
+    (the stored field of view over the matrix size).
 
     Parameters
     ----------
@@ -74,6 +76,7 @@ def fit_file(
         mask = torch.from_numpy(f["mask"][()]).to(device)
         coil_maps = torch.from_numpy(f["coil_maps"][()]).to(device)
         tau = torch.from_numpy(f["tau"][()]).double()
+        grid = json.loads(f.attrs["config"]) if "config" in f.attrs else {}
     model = signal_model(model_name, tau).to(device)
     params = fit_images(model, combine(kspace, coil_maps, mask)).cpu()
     out.mkdir(parents=True, exist_ok=True)
@@ -84,6 +87,8 @@ def fit_file(
         f["t1"] = t1
         f.attrs["model"] = model_name
         f.attrs["parameter_names"] = list(model.parameter_names)
-    write_nifti(out / "t1.nii.gz", t1, 1.0)
-    write_nifti(out / "m0.nii.gz", np.abs(m0), 1.0)
+    # the voxel size of pinqi reconstruct on the same file: field of view / matrix
+    pixel_mm = grid["fov_mm"] / grid["size"] if {"fov_mm", "size"} <= set(grid) else 1.0
+    write_nifti(out / "t1.nii.gz", t1, pixel_mm)
+    write_nifti(out / "m0.nii.gz", np.abs(m0), pixel_mm)
     return out

@@ -11,13 +11,23 @@ import torch
 from pinqi.config import ExperimentConfig
 from pinqi.nets.pinqi import PINQI
 
-#: The model shipped with the package (trained with ``configs/cpu.yaml``).
+#: The name of the default shipped model for ``--checkpoint``.
 DEFAULT_MODEL = "default"
+
+#: Models shipped with the package: ``--checkpoint NAME`` -> file in ``pinqi/weights``.
+#: ``default`` is trained with ``configs/cpu-brainweb.yaml``, ``cpu-phantom`` with
+#: ``configs/cpu.yaml`` (built-in phantom only); each has a model card ``<file>.json``.
+SHIPPED_MODELS = {DEFAULT_MODEL: "pinqi-cpu-brainweb.pt", "cpu-phantom": "pinqi-cpu.pt"}
+
+
+def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
+    """Path of a shipped model file (:data:`SHIPPED_MODELS`)."""
+    return Path(str(resources.files("pinqi") / "weights" / SHIPPED_MODELS[name]))
 
 
 def default_model_path() -> Path:
-    """Path of the shipped model file."""
-    return Path(str(resources.files("pinqi") / "weights" / "pinqi-cpu.pt"))
+    """Path of the default shipped model file."""
+    return shipped_model_path(DEFAULT_MODEL)
 
 
 def load_model(checkpoint: str | Path, map_location: str = "cpu") -> tuple[PINQI, ExperimentConfig]:
@@ -27,11 +37,13 @@ def load_model(checkpoint: str | Path, map_location: str = "cpu") -> tuple[PINQI
     ----------
     checkpoint
         A Lightning checkpoint (``.ckpt``) written by ``pinqi train``, a model file written by
-        :func:`export_model`, or ``"default"`` for the shipped model.
+        :func:`export_model`, or the name of a shipped model (:data:`SHIPPED_MODELS`:
+        ``"default"``, ``"cpu-phantom"``).
     map_location
         Device to load onto.
     """
-    path = default_model_path() if str(checkpoint) == DEFAULT_MODEL else Path(checkpoint)
+    name = str(checkpoint)
+    path = shipped_model_path(name) if name in SHIPPED_MODELS else Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state = torch.load(path, map_location=map_location, weights_only=False)
