@@ -17,7 +17,7 @@ DEFAULT_MODEL = "default"
 #: Models shipped with the package: ``--checkpoint NAME`` -> file in ``pinqi/weights``.
 #: ``default`` is trained with ``configs/cpu-brainweb.yaml``, ``cpu-phantom`` with
 #: ``configs/cpu.yaml`` (built-in phantom only); each has a model card ``<file>.json``.
-SHIPPED_MODELS = {DEFAULT_MODEL: "pinqi-cpu-brainweb.pt", "cpu-phantom": "pinqi-cpu.pt"}
+SHIPPED_MODELS = {DEFAULT_MODEL: "pinqi-cpu.pt", "cpu-phantom": "pinqi-cpu.pt"}
 
 
 def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
