@@ -238,5 +238,5 @@ def test_cli_simulate_writes_h5_and_figure(tmp_path, capsys):
 def test_cli_simulate_rejects_bad_options(tmp_path):
     with pytest.raises(SystemExit):
         main(["simulate", "--out", str(tmp_path / "x.h5"), "--split", "training"])
-    with pytest.raises(ValueError, match="even"):
+    with pytest.raises(SystemExit, match=r"^pinqi simulate: size must be an even integer"):
         main(["simulate", "--out", str(tmp_path / "x.h5"), "--size", "33", "--quiet"])

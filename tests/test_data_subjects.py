@@ -129,7 +129,7 @@ def test_cli_simulate_refuses_subjects_without_brainweb(tmp_path):
 
 
 def test_cli_simulate_names_missing_subjects(folder, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"\['04'\]"):
+    with pytest.raises(SystemExit, match=r"^pinqi simulate: BrainWeb subjects \['04'\]"):
         main(
             [
                 "simulate",

@@ -79,7 +79,7 @@ def test_undersample_is_scale_invariant_and_reconstructs(tmp_path):
 
 def test_undersample_rejects_wrong_number_of_delays(tmp_path):
     write_series(tmp_path / "s.nii.gz")
-    with pytest.raises(ValueError, match="3 delays given but the series has 5 frames"):
+    with pytest.raises(SystemExit, match="3 delays given but the series has 5 frames"):
         main(
             [
                 "undersample",

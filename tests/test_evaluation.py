@@ -169,7 +169,7 @@ def test_evaluate_rejects_incompatible_data(trained, tmp_path):
                 str(tmp_path),
             ]
         )
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SystemExit, match=r"^pinqi evaluate: checkpoint not found"):
         main(
             [
                 "evaluate",

@@ -66,7 +66,7 @@ def test_cli_roi_on_nifti_files(tmp_path, capsys):
     assert "RMS deviation" in out and "ROI   3" in out
     rows = list(csv.DictReader(open(tmp_path / "roi.csv")))
     assert len(rows) == 3 and float(rows[0]["difference_percent"]) == pytest.approx(-1.96, abs=0.05)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SystemExit, match=r"^pinqi roi: file not found"):
         main(
             [
                 "roi",
