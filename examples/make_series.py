@@ -2,10 +2,12 @@
 
 Fully sampled images of a BrainWeb test slice (magnitude, scanner scale x 1000, 96x96), a fully
 sampled HDF5 of it for the reference fit, and ROI labels. Usage:
-``python examples/make_series.py [BRAINWEB_DIR]`` (writes into the current folder).
+``python examples/make_series.py [BRAINWEB_DIR]`` (writes into the current folder). Without a
+BrainWeb folder, a slice of the built-in phantom is used (no download).
 """
 
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -16,9 +18,10 @@ from pinqi.physics import SaturationRecovery
 
 tau = (0.5, 1.0, 1.5, 2.0, 8.0)
 folder = sys.argv[1] if len(sys.argv) > 1 else "../shared/data/brainweb"
-config = SimulationConfig(
-    size=96, anatomy="brainweb", brainweb_dir=folder, acceleration=1.0, noise_sigma=(0.005, 0.005)
-)
+anatomy = {"anatomy": "brainweb", "brainweb_dir": folder} if Path(folder).is_dir() else {}
+if not anatomy:
+    print(f"no BrainWeb folder at {folder}: using the built-in phantom")
+config = SimulationConfig(size=96, acceleration=1.0, noise_sigma=(0.005, 0.005), **anatomy)
 dataset = SimulatedDataset(config, "test", 1, seed=7)
 sample = dataset[0]
 images = SaturationRecovery(tau)(sample["params"][None])[0].abs() * 1000

@@ -50,3 +50,39 @@ def test_demo_with_the_shipped_model(tmp_path, capsys):
 def test_cli_rejects_unknown_command():
     with pytest.raises(SystemExit):
         main(["frobnicate"])
+
+
+def test_help_names_defaults():
+    text = build_help("fit")
+    assert "(default: saturation)" in text and "(default: None)" not in text
+
+
+def build_help(command):
+    import contextlib
+    import io
+
+    from pinqi.cli import build_parser
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    return buffer.getvalue()
+
+
+def test_roi_does_not_overwrite_silently(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "roi.csv").write_text("earlier results")
+    with pytest.raises(SystemExit, match=r"roi\.csv exists; give --out"):
+        main(["roi", "--map", "m.nii.gz", "--labels", "l.nii.gz"])
+    assert (tmp_path / "roi.csv").read_text() == "earlier results"
+
+
+def test_make_series_example_runs_without_brainweb(tmp_path, monkeypatch):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "examples" / "make_series.py"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(script), str(tmp_path / "no-brainweb")])
+    runpy.run_path(str(script), run_name="__main__")
+    assert all((tmp_path / f).is_file() for f in ("series.nii.gz", "full.h5", "labels.nii.gz"))

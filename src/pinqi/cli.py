@@ -235,6 +235,10 @@ def _roi(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"file not found: {path}")
         return nib.load(path).get_fdata()
 
+    if args.out is None:
+        args.out = Path("roi.csv")
+        if args.out.exists():
+            raise ValueError(f"{args.out} exists; give --out to choose the output file")
     reference = read(args.reference) if args.reference else None
     rows = roi_statistics(read(args.map), read(args.labels), reference)
     write_roi_table(rows, args.out)
@@ -293,13 +297,37 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     _device_argument(parser)
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that names an option's default unless it is unset or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default in (None, False, argparse.SUPPRESS)
+        if unset or "default" in text or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _HelpfulParser(argparse.ArgumentParser):
+    """Sub-command parsers whose ``--help`` shows every option's default."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per task."""
     parser = argparse.ArgumentParser(
         prog="pinqi",
         description="PINQI: physics-informed, learned quantitative MRI reconstruction.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        parser_class=_HelpfulParser,
+    )
     demo = commands.add_parser(
         "demo",
         help="simulate a test slice, reconstruct it with PINQI and the baseline, write PNG + CSV",
@@ -531,7 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     roi.add_argument("--map", type=Path, required=True, help="parameter map (NIfTI)")
     roi.add_argument("--labels", type=Path, required=True, help="label image (NIfTI)")
     roi.add_argument("--reference", type=Path, help="reference map (NIfTI)")
-    roi.add_argument("--out", type=Path, default=Path("roi.csv"), help="output CSV")
+    roi.add_argument(
+        "--out", type=Path, help="output CSV (default: roi.csv, never overwritten silently)"
+    )
     roi.set_defaults(run=_roi)
 
     info = commands.add_parser("info", help="print the model's subnetworks and parameter counts")
