@@ -86,3 +86,9 @@ def test_make_series_example_runs_without_brainweb(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [str(script), str(tmp_path / "no-brainweb")])
     runpy.run_path(str(script), run_name="__main__")
     assert all((tmp_path / f).is_file() for f in ("series.nii.gz", "full.h5", "labels.nii.gz"))
+
+
+def test_export_of_an_exported_model_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"is not a training checkpoint \(an exported model"):
+        main(["export", "--checkpoint", str(default_model_path()), "--out", str(tmp_path / "m.pt")])
+    assert not (tmp_path / "m.pt").exists()

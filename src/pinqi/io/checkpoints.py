@@ -108,7 +108,14 @@ def model_card(checkpoint: str | Path, notes: str = "") -> dict:
     from pinqi import __version__
 
     checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if "hyper_parameters" not in state:
+        raise ValueError(
+            f"{checkpoint} is not a training checkpoint (an exported model file?); export "
+            "needs a Lightning checkpoint of pinqi train, e.g. RUN/checkpoints/last.ckpt"
+        )
     config = ExperimentConfig.from_dict(state["hyper_parameters"]["config"])
     commit = package_commit()
     validation = {}
