@@ -124,3 +124,26 @@ def test_dicom_series_is_read_in_instance_order(tmp_path):
     assert series.shape == (5, 8, 6)
     np.testing.assert_allclose(series.real.numpy(), images)
     assert float(series.imag.abs().max()) == 0
+
+
+def test_undersample_keeps_the_field_of_view_and_says_it_resamples(tmp_path, capsys):
+    import json
+
+    volume = np.ones((64, 64, 5), np.float32) * np.arange(1, 6, dtype=np.float32)
+    nib.save(nib.Nifti1Image(volume, np.diag([2.0, 2.0, 5.0, 1.0])), tmp_path / "s.nii.gz")
+    main(
+        [
+            "undersample",
+            "--images",
+            str(tmp_path / "s.nii.gz"),
+            "--tau",
+            "0.5,1,1.5,2,8",
+            "--size",
+            "32",
+            "--out",
+            str(tmp_path / "s.h5"),
+        ]
+    )
+    assert "resampling 64x64 (2 mm pixels) to 32x32 (4 mm)" in capsys.readouterr().out
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert json.loads(f.attrs["config"])["fov_mm"] == 128.0

@@ -53,9 +53,9 @@ def test_phase_aligned_maps_come_close_to_the_simulator_paths_t1(sample):
     """Issue 11 part 4: estimated maps with the phase moved into them give nearly the T1 of
     the true maps; Walsh's maps as they are do not (the images carry one coil's phase).
 
-    Measured with the shipped phantom-trained model (trained with the paper's small phase): this phantom slice 0.051 s (true maps), 0.069 s
-    (aligned), 0.371 s (Walsh); 4 BrainWeb test slices 0.262 / 0.269 / 0.763 s
-    (benchmarks/coil_maps_transfer.py).
+    Measured with the shipped phantom-trained model (trained with the paper's small phase):
+    this phantom slice 0.051 s (true maps), 0.069 s (aligned), 0.371 s (Walsh); 4 BrainWeb
+    test slices 0.262 / 0.269 / 0.763 s (benchmarks/coil_maps_transfer.py).
     """
     model, _ = load_model("cpu-phantom")
     kspace, mask, brain = sample["kspace"][None], sample["mask"][None], sample["brain_mask"]

@@ -133,13 +133,34 @@ def _export(args: argparse.Namespace) -> None:
 def _undersample(args: argparse.Namespace) -> None:
     from pinqi.data.datasets import write_h5
     from pinqi.data.simulation import SimulationConfig
-    from pinqi.data.undersample import RealSample, load_series, undersample
+    from pinqi.data.undersample import RealSample, load_series, series_fov, undersample
 
-    tau = [float(t) for t in args.tau.split(",")]
+    tau = _delays(args.tau)
+    images = load_series(args.images)
+    fov = series_fov(args.images, images.shape[-2:])
     config = SimulationConfig(
-        size=args.size, tau=tuple(tau), n_coils=args.coils, acceleration=args.acceleration
+        size=args.size,
+        fov_mm=fov[1],
+        tau=tuple(tau),
+        n_coils=args.coils,
+        acceleration=args.acceleration,
     )
-    sample, scale = undersample(load_series(args.images), tau, config, args.seed)
+    height, width = images.shape[-2:]
+    if (height, width) != (args.size, args.size):
+        stretch = (
+            ""
+            if abs(fov[0] - fov[1]) < 1e-3 * fov[1]
+            else (
+                f"; the {fov[0]:g} x {fov[1]:g} mm field of view is not square, so the pixels "
+                "are stretched"
+            )
+        )
+        print(
+            f"resampling {height}x{width} ({fov[1] / width:.3g} mm pixels) to "
+            f"{args.size}x{args.size} ({fov[1] / args.size:.3g} mm) over the same field of "
+            f"view{stretch}; the maps are on the {args.size}x{args.size} grid"
+        )
+    sample, scale = undersample(images, tau, config, args.seed)
     attributes = {"source": str(args.images), "intensity_scale": scale}
     write_h5(args.out, RealSample(sample, config, args.seed), False, attributes)
     print(f"wrote {args.out} (intensity divided by {scale:.4g}; no ground truth)")

@@ -76,6 +76,31 @@ def load_series(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).to(torch.complex64)
 
 
+def series_fov(path: str | Path, shape: tuple[int, int]) -> tuple[float, float]:
+    """Field of view ``(height, width)`` in mm of the images ``load_series(path)`` returns.
+
+    From the NIfTI voxel size (rows = the file's second axis) or the DICOM PixelSpacing;
+    1 mm pixels when the file carries none.
+    """
+    path = Path(path)
+    spacing = (1.0, 1.0)
+    if path.is_dir():
+        import pydicom
+
+        for file in sorted(p for p in path.iterdir() if p.is_file()):
+            try:
+                dataset = pydicom.dcmread(file, stop_before_pixels=True)
+            except Exception:  # not DICOM: the loader skips it too
+                continue
+            if "PixelSpacing" in dataset:
+                spacing = tuple(float(v) for v in dataset.PixelSpacing)
+                break
+    else:
+        zooms = nib.load(path).header.get_zooms()
+        spacing = (float(zooms[1]), float(zooms[0]))
+    return shape[0] * spacing[0], shape[1] * spacing[1]
+
+
 def normalise_intensity(images: torch.Tensor, longest: int) -> tuple[torch.Tensor, float]:
     """Scale images so that the 99th percentile of |image| of the longest delay is 1.
 
