@@ -125,35 +125,55 @@ def check_protocol(
     for; applied to another protocol it can be confidently wrong. ``allow_other_protocol``
     lets an expert go on anyway (a warning is emitted and the signal model uses the data's
     delays). A different number of delays or an image size the UNets cannot take always
-    raises.
+    raises. See :func:`check_acquisition` for arrays.
     """
+    check_acquisition(
+        model,
+        model_signal,
+        dataset.tau,
+        dataset.config.signal_model,
+        (dataset.config.size, dataset.config.size),
+        str(data),
+        allow_other_protocol,
+    )
+
+
+def check_acquisition(
+    model: PINQI,
+    model_signal: str,
+    tau: torch.Tensor,
+    data_signal: str,
+    image_shape: tuple[int, int],
+    source: str = "the data",
+    allow_other_protocol: bool = False,
+) -> None:
+    """:func:`check_protocol` for delays ``tau`` (s), a signal model and an image shape."""
     trained = model.signal_model.tau.reshape(-1).tolist()
-    delays = dataset.tau.reshape(-1).tolist()
+    delays = tau.reshape(-1).tolist()
     if len(delays) != len(trained):
         raise ValueError(
-            f"{data} has {len(delays)} saturation times but the model was trained for "
+            f"{source} has {len(delays)} delays but the model was trained for "
             f"{len(trained)}: {trained} s"
         )
     depth = 2 ** max(len(model.config.image_features), len(model.config.parameter_features))
-    if dataset.config.size % depth:
-        raise ValueError(f"{data}: image size {dataset.config.size} is not divisible by {depth}")
-    same_delays = torch.allclose(dataset.tau.to(model.signal_model.tau), model.signal_model.tau)
-    same_signal = dataset.config.signal_model == model_signal
-    if same_delays and same_signal:
+    if any(n % depth for n in image_shape):
+        raise ValueError(f"{source}: image size {image_shape} is not divisible by {depth}")
+    same_delays = torch.allclose(tau.to(model.signal_model.tau), model.signal_model.tau)
+    if same_delays and data_signal == model_signal:
         return
     difference = (
-        f"{data} holds {dataset.config.signal_model} data at delays {delays} s, but the model "
+        f"{source} holds {data_signal} data at delays {delays} s, but the model "
         f"was trained for {model_signal} at {trained} s"
     )
     if not allow_other_protocol:
-        tau = ",".join(f"{t:g}" for t in delays)
+        listed = ",".join(f"{t:g}" for t in delays)
         raise ValueError(
             f"{difference}. A model for this protocol: pinqi train --config configs/cpu.yaml "
-            f"--set 'data.tau=[{tau}]' --set data.signal_model={dataset.config.signal_model}; "
+            f"--set 'data.tau=[{listed}]' --set data.signal_model={data_signal}; "
             "or run this one anyway with --allow-other-protocol (its learned prior then "
             "belongs to another protocol)"
         )
-    warnings.warn(f"{difference}; going on as asked, with the data's delays", stacklevel=2)
+    warnings.warn(f"{difference}; going on as asked, with the data's delays", stacklevel=3)
 
 
 def _clock(device: torch.device) -> float:

@@ -1,0 +1,91 @@
+"""One call from arrays to maps: what the CLI does, for Python users.
+
+>>> maps = pinqi.api.reconstruct_maps(kspace, coil_maps, mask, tau)   # doctest: +SKIP
+>>> maps["t1"]   # (batch, H, W) in s                                  # doctest: +SKIP
+
+For measured image series (no k-space), see :func:`pinqi.evaluation.series_fit.fit_series`
+with :func:`pinqi.io.series.read_series`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from pinqi.evaluation.consistency import check_consistency, warn_if_inconsistent
+from pinqi.evaluation.evaluate import check_acquisition, resolve_device
+from pinqi.evaluation.metrics import t1_from_r1
+from pinqi.io.checkpoints import DEFAULT_MODEL, load_model
+
+
+def reconstruct_maps(
+    kspace: torch.Tensor,
+    coil_maps: torch.Tensor,
+    mask: torch.Tensor,
+    tau: Sequence[float] | torch.Tensor,
+    checkpoint: str | Path = DEFAULT_MODEL,
+    signal_model: str = "saturation",
+    device: str | torch.device = "cpu",
+    allow_other_protocol: bool = False,
+    check: bool = True,
+) -> dict[str, torch.Tensor]:
+    """PINQI's parameter maps of undersampled k-space, with the checks of ``pinqi reconstruct``.
+
+    Parameters
+    ----------
+    kspace
+        Complex ``(batch, n_tau, n_coils, H, W)``, zero where not sampled; intensities
+        normalised as in training (e.g. by :func:`pinqi.data.undersample.intensity_scale`).
+    coil_maps
+        Complex ``(batch, n_coils, H, W)``.
+    mask
+        0/1 sampling mask broadcastable to ``(batch, n_tau, H, W)``.
+    tau
+        Delays in s ``(n_tau,)``.
+    checkpoint
+        A training checkpoint, an exported model file or a shipped model's name.
+    signal_model
+        The data's signal model; with ``tau`` it must match the model's protocol unless
+        ``allow_other_protocol`` (then a warning, and the model uses these delays).
+    device
+        Where to run (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``).
+    check
+        Also run the data-residual check against CG-SENSE + fit
+        (:mod:`pinqi.evaluation.consistency`), warn about inconsistent slices and return the
+        residuals.
+
+    Returns
+    -------
+    dict
+        ``params`` ``(batch, P, H, W)`` (R1 last, 1/s), ``t1`` ``(batch, H, W)`` in s, ``m0``
+        complex ``(batch, H, W)``; with ``check`` also ``residual_ratio`` ``(batch,)`` and the
+        per-pixel ``residual`` ``(batch, H, W)``. On the CPU.
+    """
+    device = resolve_device(device)
+    model, trained = load_model(checkpoint, map_location=str(device))
+    tau = torch.as_tensor(tau, dtype=torch.float64).reshape(-1)
+    if not bool(torch.isfinite(tau).all()):
+        raise ValueError(f"tau must be finite delays in s, got {tau.tolist()}")
+    shape = tuple(kspace.shape[-2:]) if isinstance(kspace, torch.Tensor) else (0, 0)
+    check_acquisition(
+        model, trained.data.signal_model, tau, signal_model, shape, "kspace", allow_other_protocol
+    )
+    model.signal_model.tau = tau.to(model.signal_model.tau)
+    inputs = tuple(x.to(device) for x in (kspace, coil_maps, mask))
+    with torch.no_grad():
+        params = model(*inputs).parameters[-1]
+        result = {
+            "params": params.cpu(),
+            "t1": t1_from_r1(params[:, -1]).cpu(),
+            "m0": torch.complex(params[:, 0], params[:, 1]).cpu(),
+        }
+        if check:
+            consistency = check_consistency(model.signal_model, params, *inputs)
+            residual = consistency.kspace_residual
+            ratio = residual["PINQI"] / residual["CG-SENSE + fit"]
+            warn_if_inconsistent(ratio)
+            result["residual_ratio"] = ratio.cpu()
+            result["residual"] = consistency.residual_maps["PINQI"].cpu()
+    return result
