@@ -14,7 +14,11 @@ from pathlib import Path
 
 import torch
 
-from pinqi.evaluation.consistency import check_consistency, warn_if_inconsistent
+from pinqi.evaluation.consistency import (
+    check_consistency,
+    residual_ratio,
+    warn_if_inconsistent,
+)
 from pinqi.evaluation.evaluate import check_acquisition, resolve_device
 from pinqi.evaluation.metrics import t1_from_r1
 from pinqi.io.checkpoints import DEFAULT_MODEL, load_model
@@ -83,8 +87,7 @@ def reconstruct_maps(
         }
         if check:
             consistency = check_consistency(model.signal_model, params, *inputs)
-            residual = consistency.kspace_residual
-            ratio = residual["PINQI"] / residual["CG-SENSE + fit"]
+            ratio = residual_ratio(consistency.kspace_residual)
             warn_if_inconsistent(ratio)
             result["residual_ratio"] = ratio.cpu()
             result["residual"] = consistency.residual_maps["PINQI"].cpu()

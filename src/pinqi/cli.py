@@ -172,7 +172,7 @@ def _import_ismrmrd(args: argparse.Namespace) -> None:
     from pinqi.data.undersample import RealSample
     from pinqi.io.ismrmrd import prepare_raw, read_ismrmrd
 
-    tau = [float(t) for t in args.tau.split(",")] if args.tau else None
+    tau = _delays(args.tau) if args.tau else None
     raw = read_ismrmrd(args.raw, tau=tau)
     sample = prepare_raw(raw, size=args.size, coil_method=args.coils)
     scale = sample.pop("intensity_scale")
@@ -190,7 +190,7 @@ def _sequence(args: argparse.Namespace) -> None:
     from pinqi.sequences.saturation_recovery import SequenceSettings, write_sequence
 
     settings = SequenceSettings(
-        tau=tuple(float(t) for t in args.tau.split(",")),
+        tau=tuple(_delays(args.tau)),
         size=args.size,
         acceleration=args.acceleration,
         seed=args.seed,

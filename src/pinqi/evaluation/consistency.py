@@ -45,6 +45,15 @@ class Consistency:
     residual_maps: dict[str, torch.Tensor]
 
 
+def residual_ratio(kspace_residual: dict[str, torch.Tensor]) -> torch.Tensor:
+    """PINQI's k-space residual over the baseline's per slice ``(batch,)``.
+
+    ``kspace_residual`` maps ``"PINQI"`` and ``"CG-SENSE + fit"`` to :func:`kspace_residual`.
+    """
+    fit = kspace_residual["CG-SENSE + fit"]
+    return kspace_residual["PINQI"] / fit.clamp(min=torch.finfo(fit.dtype).tiny)
+
+
 def kspace_residual(
     model: SignalModel,
     params: torch.Tensor,

@@ -17,7 +17,12 @@ from tqdm.auto import tqdm
 
 from pinqi.data.datasets import H5Dataset
 from pinqi.evaluation.bart import BartConfig, bart_pics_fit, find_bart
-from pinqi.evaluation.consistency import check_consistency, kspace_residual, warn_if_inconsistent
+from pinqi.evaluation.consistency import (
+    check_consistency,
+    kspace_residual,
+    residual_ratio,
+    warn_if_inconsistent,
+)
 from pinqi.evaluation.metrics import MIN_R1, parameter_metrics, t1_from_r1
 from pinqi.io.checkpoints import load_model
 from pinqi.nets.pinqi import PINQI
@@ -91,8 +96,7 @@ class Reconstructions:
     @property
     def residual_ratio(self) -> torch.Tensor:
         """PINQI's k-space residual over the baseline's per sample ``(n,)`` (needs both)."""
-        fit = self.kspace_residual["CG-SENSE + fit"]
-        return self.kspace_residual["PINQI"] / fit.clamp(min=torch.finfo(fit.dtype).tiny)
+        return residual_ratio(self.kspace_residual)
 
     def timing(self) -> str:
         """One line, e.g. ``time: data 0.3 s, PINQI 12.1 s (0.38 s/sample), baseline 4.2 s``.
