@@ -83,6 +83,29 @@ def test_loss_downweights_outside_the_mask():
     assert float(parameter_loss(prediction, target, mask, 0.01)) == pytest.approx(0.26)
 
 
+def test_t1_weighted_loss_is_the_t1_error_to_first_order():
+    torch.manual_seed(0)
+    target = torch.stack(
+        [torch.rand(2, 6, 6), torch.rand(2, 6, 6), 0.2 + 2 * torch.rand(2, 6, 6)], 1
+    ).double()
+    d_r1 = 1e-4 * torch.randn(2, 6, 6, dtype=torch.float64)
+    prediction = target.clone()
+    prediction[:, -1] += d_r1
+    mask = torch.ones(2, 6, 6, dtype=torch.bool)
+    t1_error = 1 / prediction[:, -1] - 1 / target[:, -1]
+    expected = (t1_error**2).sum() / target.numel()
+    weighted = parameter_loss(prediction, target, mask, 0.0, t1_weight_power=4)
+    torch.testing.assert_close(weighted, expected, rtol=1e-3, atol=0)
+    plain = parameter_loss(prediction, target, mask, 0.0)
+    torch.testing.assert_close(plain, (d_r1**2).sum() / target.numel())
+    # the M0 channels are not reweighted
+    m0_only = target.clone()
+    m0_only[:, 0] += 0.1
+    assert float(parameter_loss(m0_only, target, mask, 0.0, 4.0)) == pytest.approx(
+        float(parameter_loss(m0_only, target, mask, 0.0))
+    )
+
+
 def test_a_few_steps_lower_the_loss():
     config = ExperimentConfig.from_dict(TINY)
     task = PINQITask(config.to_dict())
@@ -138,6 +161,32 @@ def test_train_checkpoint_resume_and_export(tmp_path):
         ]
         == 6
     )
+
+
+def test_init_starts_a_new_run_from_a_checkpoint(tmp_path):
+    config = ExperimentConfig.from_dict(TINY)
+    first = train(config, tmp_path / "first")
+    source, _ = load_model(first)
+    one_step = ExperimentConfig.from_dict(
+        {**TINY, "optim": {**TINY["optim"], "max_steps": 1, "pretrain_epochs": 0}}
+    )
+    tuned = train(one_step, tmp_path / "tuned", init=first)
+    assert torch.load(tuned, weights_only=False)["global_step"] == 1
+    fresh = train(one_step, tmp_path / "fresh")
+
+    def distance(path) -> float:
+        model, _ = load_model(path)
+        pairs = zip(model.parameters(), source.parameters(), strict=True)
+        return sum(float((a - b).detach().abs().sum()) for a, b in pairs)
+
+    # one small step away from the source, while a fresh run is far from it
+    assert distance(tuned) < 0.1 * distance(fresh)
+
+    other = ExperimentConfig.from_dict(
+        {**TINY, "model": {**TINY["model"], "parameter_features": [4, 8]}}
+    )
+    with pytest.raises(ValueError, match="does not match the preset's model section"):
+        train(other, tmp_path / "other", init=first)
 
 
 def test_cli_train_and_info(tmp_path, capsys):

@@ -65,7 +65,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.max_steps is not None:
         overrides.append(f"optim.max_steps={args.max_steps}")
     config = ExperimentConfig.from_yaml(args.config).with_overrides(overrides)
-    last = train(config, args.out, resume=args.resume)
+    last = train(config, args.out, resume=args.resume, init=args.init)
     print(f"training finished; last checkpoint: {last}")
 
 
@@ -418,6 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=Path("runs/pinqi"), help="run folder")
     train.add_argument("--resume", help="checkpoint to resume from, or 'auto' (last.ckpt)")
     train.add_argument("--max-steps", type=int, help="override optim.max_steps")
+    train.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="start from the weights of a checkpoint, exported model or 'default' "
+        "(fine-tuning; the architecture must match the preset; ignored when resuming)",
+    )
     train.add_argument(
         "--set",
         action="append",

@@ -36,6 +36,10 @@ class OptimConfig:
         Loss weight of every earlier iterate.
     outside_weight
         Loss weight of pixels outside the brain mask (inside: 1).
+    t1_weight_power
+        The R1 error is weighted by (T1_true / 1 s) ** this in every loss (0: the paper's MSE
+        on R1; 4: the squared T1 error to first order). See
+        :func:`pinqi.training.losses.parameter_loss`.
     gradient_clip_norm
         Gradients are scaled down to at most this total norm before each step.
     max_nonfinite_steps
@@ -63,6 +67,7 @@ class OptimConfig:
     pretrain_epochs: int = 1
     deep_supervision: float = 0.05
     outside_weight: float = 0.01
+    t1_weight_power: float = 0.0
     gradient_clip_norm: float = 1.0
     max_nonfinite_steps: int = 10
     checkpoint_every_n_steps: int = 200

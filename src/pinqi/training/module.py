@@ -155,8 +155,13 @@ class PINQITask(L.LightningModule):
         images = weight * true_images + (1 - weight) * zero_filled
         iteration = int(torch.randint(model.config.iterations + 1, ()))
         prediction = model.predict_parameters(images, iteration)
+        optim = self.config.optim
         return parameter_loss(
-            prediction, batch["params"], batch["brain_mask"], self.config.optim.outside_weight
+            prediction,
+            batch["params"],
+            batch["brain_mask"],
+            optim.outside_weight,
+            optim.t1_weight_power,
         )
 
     def _reconstruct(self, batch: dict[str, torch.Tensor]) -> PINQIOutput:
@@ -170,6 +175,7 @@ class PINQITask(L.LightningModule):
             batch["brain_mask"],
             optim.deep_supervision,
             optim.outside_weight,
+            optim.t1_weight_power,
         )
 
     def _log_solvers(self, output: PINQIOutput, size: int) -> None:

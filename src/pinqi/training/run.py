@@ -68,7 +68,28 @@ def _resume_checkpoint(out: Path, resume: str | Path | None) -> Path | None:
     return path
 
 
-def train(config: ExperimentConfig, out: str | Path, resume: str | Path | None = None) -> Path:
+def _initialise(task: PINQITask, init: str | Path) -> None:
+    """Copy the network weights and strengths of ``init`` into ``task``'s model."""
+    from pinqi.io.checkpoints import load_model
+
+    source, _ = load_model(init)
+    try:
+        task.model.load_state_dict(source.state_dict())
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise ValueError(
+            f"--init {init}: its network does not match the preset's model section "
+            f"(same features, norm groups, iterations and switches needed): {first}"
+        ) from None
+    print(f"initialised the network from {init}")
+
+
+def train(
+    config: ExperimentConfig,
+    out: str | Path,
+    resume: str | Path | None = None,
+    init: str | Path | None = None,
+) -> Path:
     """Train PINQI; return the path of the last checkpoint.
 
     Parameters
@@ -83,6 +104,11 @@ def train(config: ExperimentConfig, out: str | Path, resume: str | Path | None =
         A checkpoint to continue from, or ``"auto"`` for ``out/checkpoints/last.ckpt`` if it
         exists (else a fresh start, said so). An interrupted run loses at most one checkpoint
         interval.
+    init
+        Start a new run from the weights and strengths of this checkpoint, exported model or
+        shipped model name (fine-tuning, e.g. with another loss or protocol; set
+        ``optim.pretrain_epochs=0`` to skip the pretraining). Ignored when a checkpoint is
+        resumed: the run's own weights win.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,5 +144,8 @@ def train(config: ExperimentConfig, out: str | Path, resume: str | Path | None =
         log_every_n_steps=1,
         num_sanity_val_steps=0,
     )
-    trainer.fit(PINQITask(config.to_dict()), SimulatedDataModule(config), ckpt_path=checkpoint)
+    task = PINQITask(config.to_dict())
+    if init is not None and checkpoint is None:
+        _initialise(task, init)
+    trainer.fit(task, SimulatedDataModule(config), ckpt_path=checkpoint)
     return Path(checkpoints.last_model_path)
