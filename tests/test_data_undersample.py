@@ -7,8 +7,10 @@ import torch
 from pinqi.cli import main
 from pinqi.data.datasets import H5Dataset, SimulatedDataset
 from pinqi.data.simulation import SimulationConfig
-from pinqi.data.undersample import load_series
+from pinqi.data.undersample import resize, series_images
 from pinqi.evaluation.metrics import parameter_metrics
+from pinqi.io.grid import SourceGrid
+from pinqi.io.series import read_series
 from pinqi.physics import SaturationRecovery
 
 TAU = (0.5, 1.0, 1.5, 2.0, 8.0)
@@ -24,16 +26,45 @@ def write_series(path, scale=1.0, magnitude=False, seed=4):
     return sample
 
 
-def test_series_roundtrip_and_errors(tmp_path):
-    write_series(tmp_path / "s.nii.gz")
-    assert load_series(tmp_path / "s.nii.gz").shape == (5, 96, 96)
-    with pytest.raises(ValueError, match="no readable DICOM"):
-        load_series(tmp_path)
-    with pytest.raises(FileNotFoundError):
-        load_series(tmp_path / "none.nii.gz")
-    nib.save(nib.Nifti1Image(np.ones((4, 4), np.float32), np.eye(4)), tmp_path / "flat.nii.gz")
-    with pytest.raises(ValueError, match="3D"):
-        load_series(tmp_path / "flat.nii.gz")
+def test_series_images_roundtrip_and_errors(tmp_path):
+    sample = write_series(tmp_path / "s.nii.gz")
+    images, grid = series_images(read_series(tmp_path / "s.nii.gz", TAU))
+    assert images.shape == (5, 96, 96) and grid.shape == (96, 96)
+    expected = SaturationRecovery(TAU)(sample["params"][None])[0]
+    torch.testing.assert_close(images, expected.to(torch.complex64))  # same orientation
+    volume = np.zeros((8, 8, 3, 5), np.float32)
+    volume[2:6, 2:6] = 1
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "slab.nii.gz")
+    with pytest.raises(ValueError, match="takes one slice, the series has 3"):
+        series_images(read_series(tmp_path / "slab.nii.gz", TAU))
+
+
+def test_grid_maps_back_and_keeps_positions():
+    affine = np.array(
+        [[0.0, -1.8, 0.0, 90.0], [2.2, 0.0, 0.3, -100.0], [0.0, 0.0, 4.0, 12.0], [0, 0, 0, 1]]
+    )
+    grid = SourceGrid(affine, (40, 30))
+    voxels = np.random.default_rng(0).normal(size=(2, 40, 30))
+    assert grid.to_model(voxels).shape == (2, 30, 40)
+    np.testing.assert_array_equal(grid.from_model(grid.to_model(voxels)), voxels)
+    # a field linear in patient space stays linear: resampled pixels sit where the new
+    # affine says they are (shrinking by 2 and enlarging by 1.5 along each axis)
+    square = SourceGrid(affine, (40, 40))
+
+    def linear_field(grid: SourceGrid) -> np.ndarray:
+        i, j = np.meshgrid(*(np.arange(n) for n in grid.shape), indexing="ij")
+        a = grid.affine
+        world = a[:3, 0, None, None] * i + a[:3, 1, None, None] * j + a[:3, 3, None, None]
+        return grid.to_model(world[1] + 0.5 * world[0])
+
+    field = torch.from_numpy(linear_field(square)[None]).to(torch.complex64)
+    for size in (20, 60):
+        resampled = resize(field, size).real.numpy()[0]
+        expected = linear_field(square.resampled(size))
+        inner = slice(2, -2)
+        np.testing.assert_allclose(resampled[inner, inner], expected[inner, inner], atol=2e-3)
+    coarse = grid.resampled(20)
+    assert coarse.voxel_mm == pytest.approx((2.2 * 2, 1.8 * 1.5))
 
 
 def test_undersample_is_scale_invariant_and_reconstructs(tmp_path):
@@ -79,7 +110,7 @@ def test_undersample_is_scale_invariant_and_reconstructs(tmp_path):
 
 def test_undersample_rejects_wrong_number_of_delays(tmp_path):
     write_series(tmp_path / "s.nii.gz")
-    with pytest.raises(SystemExit, match="3 delays given but the series has 5 frames"):
+    with pytest.raises(SystemExit, match="holds 5 delays but --tau gives 3"):
         main(
             [
                 "undersample",
@@ -120,9 +151,9 @@ def test_dicom_series_is_read_in_instance_order(tmp_path):
     images[:, 2, 3] += 7
     write_dicom_series(tmp_path / "dicom", images)
     (tmp_path / "dicom" / "notes.txt").write_text("not DICOM")
-    series = load_series(tmp_path / "dicom")
+    series, _ = series_images(read_series(tmp_path / "dicom", TAU))
     assert series.shape == (5, 8, 6)
-    np.testing.assert_allclose(series.real.numpy(), images)
+    np.testing.assert_allclose(series.real.numpy(), images)  # DICOM rows stay rows
     assert float(series.imag.abs().max()) == 0
 
 
@@ -147,3 +178,74 @@ def test_undersample_keeps_the_field_of_view_and_says_it_resamples(tmp_path, cap
     assert "resampling 64x64 (2 mm pixels) to 32x32 (4 mm)" in capsys.readouterr().out
     with h5py.File(tmp_path / "s.h5") as f:
         assert json.loads(f.attrs["config"])["fov_mm"] == 128.0
+
+
+def test_maps_go_back_on_the_scan(tmp_path):
+    """reconstruct writes the scan's affine (scaled), M0 in the scan's intensity, and with
+    --input-grid the scan's own matrix; fit --data agrees."""
+    sample = SimulatedDataset(SimulationConfig(size=96), "test", 1, seed=4)[0]
+    images = SaturationRecovery(TAU)(sample["params"][None])[0] * 500
+    voxels = np.swapaxes(images.numpy()[:, ::-1, :], -1, -2)  # (5, x, y), y up
+    affine = np.array([[2.0, 0, 0, -96.0], [0, 2.0, 0, -80.0], [0, 0, 3.0, 20.0], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(np.moveaxis(voxels, 0, -1), affine), tmp_path / "s.nii.gz")
+    main(
+        [
+            "undersample",
+            "--images",
+            str(tmp_path / "s.nii.gz"),
+            "--tau",
+            ",".join(map(str, TAU)),
+            "--size",
+            "48",
+            "--out",
+            str(tmp_path / "s.h5"),
+        ]
+    )
+    common = ["--data", str(tmp_path / "s.h5"), "--allow-other-protocol", "--no-check"]
+    main(["reconstruct", *common, "--out", str(tmp_path / "rec")])
+    t1 = nib.load(tmp_path / "rec" / "t1.nii.gz")
+    assert t1.shape == (48, 48, 1)
+    np.testing.assert_allclose(t1.affine, SourceGrid(affine, (96, 96)).resampled(48).affine)
+    assert b"T1 [s]" in t1.header["descrip"].tobytes()
+    m0 = nib.load(tmp_path / "rec" / "m0.nii.gz").get_fdata()
+    true_m0 = np.abs(images[-1].numpy()) / (1 - np.exp(-8 * sample["params"][-1].numpy()))
+    assert np.percentile(m0, 99) == pytest.approx(np.percentile(true_m0, 99), rel=0.2)
+
+    main(["reconstruct", *common, "--out", str(tmp_path / "back"), "--input-grid"])
+    back = nib.load(tmp_path / "back" / "t1.nii.gz")
+    assert back.shape == (96, 96, 1)
+    np.testing.assert_allclose(back.affine, affine)
+
+    main(["fit", "--data", str(tmp_path / "s.h5"), "--out", str(tmp_path / "fit")])
+    fitted = nib.load(tmp_path / "fit" / "t1.nii.gz")
+    np.testing.assert_allclose(fitted.affine, t1.affine)
+    np.testing.assert_allclose(
+        nib.load(tmp_path / "fit" / "m0.nii.gz").get_fdata().max(), m0.max(), rtol=0.3
+    )
+
+
+def test_input_grid_needs_a_scan(tmp_path):
+    main(
+        [
+            "simulate",
+            "--out",
+            str(tmp_path / "sim.h5"),
+            "--n-samples",
+            "1",
+            "--size",
+            "96",
+            "--quiet",
+        ]
+    )
+    with pytest.raises(SystemExit, match="carries no scan grid"):
+        main(
+            [
+                "reconstruct",
+                "--data",
+                str(tmp_path / "sim.h5"),
+                "--out",
+                str(tmp_path / "r"),
+                "--no-check",
+                "--input-grid",
+            ]
+        )

@@ -79,3 +79,17 @@ def test_phase_aligned_maps_come_close_to_the_simulator_paths_t1(sample):
 def test_unknown_calibration_lines_are_named(sample):
     with pytest.raises(ValueError, match="lines must be 'union' or 'common'"):
         calibration_images(sample["kspace"][None], sample["mask"][None], lines="all")
+
+
+def test_calibration_width_is_the_symmetric_fully_sampled_band():
+    from pinqi.physics.coil_estimation import calibration_width
+
+    def band(pattern: str) -> torch.Tensor:
+        lines = torch.tensor([c == "#" for c in pattern])
+        return torch.ones(1, 2, 4, len(lines), dtype=torch.complex64) * lines
+
+    assert calibration_width(band("..######")) == 5  # centre 4: lines 2..6 either side
+    assert calibration_width(band("########")) == 7
+    assert calibration_width(band("###.####")) == 1
+    assert calibration_width(band("####.###")) == 0  # the centre line is missing
+    assert calibration_width(torch.cat([band("..######"), band("...#####")])) == 3

@@ -118,8 +118,10 @@ def _reconstruct(args: argparse.Namespace) -> None:
         device=args.device,
         allow_other_protocol=args.allow_other_protocol,
         check=not args.no_check,
+        input_grid=args.input_grid,
     )
-    print(f"wrote {out / 'params.h5'}, t1.nii.gz, m0.nii.gz and PNGs")
+    grid = "the scan's own grid" if args.input_grid else "the data's grid"
+    print(f"wrote {out / 'params.h5'}, t1.nii.gz, m0.nii.gz (on {grid}) and PNGs")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -133,15 +135,16 @@ def _export(args: argparse.Namespace) -> None:
 def _undersample(args: argparse.Namespace) -> None:
     from pinqi.data.datasets import write_h5
     from pinqi.data.simulation import SimulationConfig
-    from pinqi.data.undersample import RealSample, load_series, series_fov, undersample
+    from pinqi.data.undersample import RealSample, series_images, undersample
+    from pinqi.io.series import read_series
 
-    tau = _delays(args.tau)
-    images = load_series(args.images)
-    fov = series_fov(args.images, images.shape[-2:])
+    series = read_series(args.images, _delays(args.tau) if args.tau else None)
+    images, grid = series_images(series)
+    fov = grid.fov_mm
     config = SimulationConfig(
         size=args.size,
         fov_mm=fov[1],
-        tau=tuple(tau),
+        tau=tuple(series.tau.tolist()),
         n_coils=args.coils,
         acceleration=args.acceleration,
     )
@@ -158,10 +161,11 @@ def _undersample(args: argparse.Namespace) -> None:
         print(
             f"resampling {height}x{width} ({fov[1] / width:.3g} mm pixels) to "
             f"{args.size}x{args.size} ({fov[1] / args.size:.3g} mm) over the same field of "
-            f"view{stretch}; the maps are on the {args.size}x{args.size} grid"
+            f"view{stretch}; the maps are on the {args.size}x{args.size} grid (pinqi "
+            "reconstruct --input-grid puts them back on this one)"
         )
-    sample, scale = undersample(images, tau, config, args.seed)
-    attributes = {"source": str(args.images), "intensity_scale": scale}
+    sample, scale = undersample(images, series.tau.tolist(), config, args.seed)
+    attributes = {"source": str(args.images), "intensity_scale": scale, **grid.to_attributes()}
     write_h5(args.out, RealSample(sample, config, args.seed), False, attributes)
     print(f"wrote {args.out} (intensity divided by {scale:.4g}; no ground truth)")
 
@@ -170,11 +174,12 @@ def _import_ismrmrd(args: argparse.Namespace) -> None:
     from pinqi.data.datasets import write_h5
     from pinqi.data.simulation import SimulationConfig
     from pinqi.data.undersample import RealSample
-    from pinqi.io.ismrmrd import prepare_raw, read_ismrmrd
+    from pinqi.io.ismrmrd import prepare_raw, read_calibration, read_ismrmrd
 
     tau = _delays(args.tau) if args.tau else None
     raw = read_ismrmrd(args.raw, tau=tau)
-    sample = prepare_raw(raw, size=args.size, coil_method=args.coils)
+    calibration = read_calibration(args.calibration, raw) if args.calibration else None
+    sample = prepare_raw(raw, size=args.size, coil_method=args.coils, calibration=calibration)
     scale = sample.pop("intensity_scale")
     config = SimulationConfig(
         size=sample["kspace"].shape[-1],
@@ -183,7 +188,11 @@ def _import_ismrmrd(args: argparse.Namespace) -> None:
     )
     attributes = {"source": str(args.raw), "intensity_scale": scale, "prewhitened": raw.prewhitened}
     write_h5(args.out, RealSample(sample, config, seed=-1), False, attributes)
-    print(f"wrote {args.out} ({len(sample['tau'])} frames, coils by {args.coils}, no ground truth)")
+    source = f"the calibration scan {args.calibration}" if args.calibration else "the data"
+    print(
+        f"wrote {args.out} ({len(sample['tau'])} frames, coil maps by {args.coils} from "
+        f"{source}, no ground truth)"
+    )
 
 
 def _sequence(args: argparse.Namespace) -> None:
@@ -481,6 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the data-residual check against CG-SENSE + fit (faster)",
     )
+    reconstruct.add_argument(
+        "--input-grid",
+        action="store_true",
+        help="write the NIfTI maps on the scanned series' own matrix and affine (resampled "
+        "back when pinqi undersample --size changed it); needs data from pinqi undersample",
+    )
     reconstruct.set_defaults(run=_reconstruct)
 
     export = commands.add_parser(
@@ -503,7 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
     under.add_argument(
         "--images", type=Path, required=True, help="image series: 3D NIfTI or DICOM folder"
     )
-    under.add_argument("--tau", required=True, help="delays in s, comma separated")
+    under.add_argument(
+        "--tau",
+        help="delays in s, comma separated, in the order of the images (default: the DICOM "
+        "files' InversionTime; required for NIfTI)",
+    )
     under.add_argument("--acceleration", type=float, default=8.0)
     under.add_argument("--coils", type=int, default=8)
     under.add_argument("--size", type=int, default=96, help="image size of the model")
@@ -516,12 +535,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="raw multi-coil Cartesian k-space (ISMRMRD) -> HDF5 ready for pinqi reconstruct",
         description="Sort the acquisitions of an ISMRMRD file, remove readout oversampling, "
         "prewhiten with noise scans, derive the masks from the acquired lines, estimate coil "
-        "maps from the shared k-space centre and normalise the intensity.",
+        "maps from the time-averaged k-space centre (or a calibration scan) and normalise the "
+        "intensity.",
     )
     raw.add_argument("--raw", type=Path, required=True, help="ISMRMRD HDF5 file")
     raw.add_argument("--tau", help="delays in s, comma separated (default: header TI)")
     raw.add_argument("--size", type=int, help="crop k-space to SIZE x SIZE (model's size)")
-    raw.add_argument("--coils", choices=("walsh", "ratio"), default="walsh")
+    raw.add_argument(
+        "--coils",
+        choices=("walsh", "ratio", "espirit"),
+        default="walsh",
+        help="coil-map estimate: Walsh's adaptive eigenvector, smoothed coil images over "
+        "their RSS, or ESPIRiT (BART ecalib; needs >= 11 fully sampled centre lines, e.g. "
+        "from --calibration)",
+    )
+    raw.add_argument(
+        "--calibration",
+        type=Path,
+        help="ISMRMRD file of a separate coil-calibration scan (same field of view, any "
+        "matrix; e.g. a fully sampled low-resolution GRE) to estimate the coil maps from",
+    )
     raw.add_argument("--out", type=Path, required=True, help="output FILE.h5")
     raw.set_defaults(run=_import_ismrmrd)
 

@@ -23,6 +23,8 @@ from pinqi.data.geometry import SliceTransform, resample_fractions
 from pinqi.data.phantom import PHANTOM_SPACING, phantom_labels, uniform_object_labels
 from pinqi.data.simulation import ORIENTATION_AXES, SimulationConfig, simulate
 from pinqi.data.strips import readout_strip, strip_start
+from pinqi.io.grid import SourceGrid
+from pinqi.io.nifti import simulation_grid
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -345,8 +347,10 @@ class H5Dataset(torch.utils.data.Dataset):
     """Samples of an HDF5 file in the layout of :func:`write_h5` (same keys as the simulation).
 
     Files of real data (``pinqi undersample``) have no ground truth: their samples lack
-    ``params`` and ``brain_mask`` (:attr:`has_ground_truth` is False). The file is opened
-    lazily in each process, so the data set works with DataLoader workers.
+    ``params`` and ``brain_mask`` (:attr:`has_ground_truth` is False); they may carry the
+    scan's grid (:attr:`source_grid`, :class:`~pinqi.io.grid.SourceGrid`) and the factor
+    their intensity was divided by (:attr:`intensity_scale`, 1 for simulated data). The file
+    is opened lazily in each process, so the data set works with DataLoader workers.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -362,7 +366,22 @@ class H5Dataset(torch.utils.data.Dataset):
             self.config = SimulationConfig.from_json(f.attrs["config"])
             self.fields = [k for k in _H5_FIELDS if k in f]
             self.has_ground_truth = "params" in f and "brain_mask" in f
+            self.source_grid = SourceGrid.from_attributes(f.attrs)
+            self.intensity_scale = float(f.attrs.get("intensity_scale", 1.0))
         self._file: h5py.File | None = None
+
+    def output_grid(self) -> SourceGrid:
+        """The grid of the maps reconstructed from this file.
+
+        The scan's grid (resampled to the data's size) for real data that carry one, else
+        the simulation's axis-aligned grid.
+        """
+        size = self.config.size
+        if self.source_grid is None:
+            return simulation_grid(self.config.fov_mm / size, size)
+        if self.source_grid.shape == (size, size):
+            return self.source_grid
+        return self.source_grid.resampled(size)
 
     def __len__(self) -> int:
         return self.n_samples

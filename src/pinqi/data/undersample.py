@@ -7,98 +7,38 @@ bird-cage coils and the training mask generator are applied to measured multi-de
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pinqi.data.simulation import SimulationConfig
+from pinqi.io.grid import SourceGrid
+from pinqi.io.series import ImageSeries
 from pinqi.physics import CartesianAcquisition, birdcage_maps, variable_density_mask
 
 #: The intensity normalisation maps this percentile of |image| of the longest delay to 1.
 NORMALISATION_PERCENTILE = 99.0
 
 
-def load_dicom_series(folder: Path) -> torch.Tensor:
-    """Magnitude images ``(n_tau, H, W)`` of a folder of single-frame DICOM files.
+def series_images(series: ImageSeries) -> tuple[torch.Tensor, SourceGrid]:
+    """Model images ``(n_tau, H, W)`` complex64 of a single-slice series, and its grid.
 
-    The frames are ordered by InstanceNumber (then file name); give the delays in that order.
-    Phase is not read (DICOM magnitude series), so the images get zero phase.
+    Magnitude series get zero phase. The grid maps the images back onto the scan
+    (:class:`~pinqi.io.grid.SourceGrid`).
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    frames = []
-    for file in files:
-        try:
-            dataset = pydicom.dcmread(file)
-        except InvalidDicomError:
-            continue
-        if "PixelData" not in dataset:
-            continue
-        number = int(getattr(dataset, "InstanceNumber", 0) or 0)
-        slope = float(getattr(dataset, "RescaleSlope", 1.0) or 1.0)
-        intercept = float(getattr(dataset, "RescaleIntercept", 0.0) or 0.0)
-        frames.append(
-            (number, file.name, dataset.pixel_array.astype(np.float32) * slope + intercept)
+    grid_shape = series.grid
+    if len(grid_shape) == 3 and grid_shape[2] == 1:
+        grid_shape = grid_shape[:2]
+    if len(grid_shape) != 2:
+        raise ValueError(
+            f"{series.source}: pinqi undersample takes one slice, the series has "
+            f"{grid_shape[2]} (pick one, e.g. with nibabel, and write it as (x, y, delay))"
         )
-    if not frames:
-        raise ValueError(f"{folder} holds no readable DICOM images")
-    shapes = {f[2].shape for f in frames}
-    if len(shapes) != 1:
-        raise ValueError(f"{folder}: the DICOM images have different sizes {sorted(shapes)}")
-    frames.sort(key=lambda f: (f[0], f[1]))
-    return torch.from_numpy(np.stack([f[2] for f in frames])).to(torch.complex64)
-
-
-def load_series(path: str | Path) -> torch.Tensor:
-    """Multi-delay images ``(n_tau, H, W)`` complex64 from a 3D NIfTI or a DICOM folder.
-
-    NIfTI: delays on the last axis; complex data keep their phase, magnitude data get zero
-    phase; rows are flipped like :func:`pinqi.io.nifti.write_nifti` writes them, so files of
-    ``pinqi reconstruct`` round-trip. DICOM: a folder of single-frame images, one per delay,
-    ordered by InstanceNumber (:func:`load_dicom_series`).
-    """
-    path = Path(path)
-    if path.is_dir():
-        return load_dicom_series(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image series not found: {path}")
-    volume = np.asarray(nib.load(path).dataobj)
-    if volume.ndim != 3:
-        raise ValueError(f"{path}: expected a 3D volume (x, y, delay), got shape {volume.shape}")
-    if not np.isfinite(volume).all():
-        raise ValueError(f"{path} contains NaN or Inf values")
-    images = np.transpose(volume, (2, 1, 0))[:, ::-1]
-    return torch.from_numpy(np.ascontiguousarray(images)).to(torch.complex64)
-
-
-def series_fov(path: str | Path, shape: tuple[int, int]) -> tuple[float, float]:
-    """Field of view ``(height, width)`` in mm of the images ``load_series(path)`` returns.
-
-    From the NIfTI voxel size (rows = the file's second axis) or the DICOM PixelSpacing;
-    1 mm pixels when the file carries none.
-    """
-    path = Path(path)
-    spacing = (1.0, 1.0)
-    if path.is_dir():
-        import pydicom
-
-        for file in sorted(p for p in path.iterdir() if p.is_file()):
-            try:
-                dataset = pydicom.dcmread(file, stop_before_pixels=True)
-            except Exception:  # not DICOM: the loader skips it too
-                continue
-            if "PixelSpacing" in dataset:
-                spacing = tuple(float(v) for v in dataset.PixelSpacing)
-                break
-    else:
-        zooms = nib.load(path).header.get_zooms()
-        spacing = (float(zooms[1]), float(zooms[0]))
-    return shape[0] * spacing[0], shape[1] * spacing[1]
+    grid = SourceGrid(series.affine, grid_shape)
+    voxels = series.images.reshape(len(series.images), *grid_shape)
+    images = torch.from_numpy(grid.to_model(voxels)).to(torch.complex64)
+    return images, grid
 
 
 def normalise_intensity(images: torch.Tensor, longest: int) -> tuple[torch.Tensor, float]:

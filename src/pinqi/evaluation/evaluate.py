@@ -25,6 +25,7 @@ from pinqi.evaluation.consistency import (
 )
 from pinqi.evaluation.metrics import MIN_R1, parameter_metrics, t1_from_r1
 from pinqi.io.checkpoints import load_model
+from pinqi.io.grid import SourceGrid
 from pinqi.nets.pinqi import PINQI
 from pinqi.physics import CartesianAcquisition
 from pinqi.solvers import ConvergenceWarning
@@ -376,6 +377,16 @@ def summarise(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _input_grid(dataset: H5Dataset, data: str | Path) -> SourceGrid:
+    """The scan's own grid of a real-data file, or a clear error."""
+    if dataset.source_grid is None:
+        raise ValueError(
+            f"{data} carries no scan grid (written by pinqi undersample from a NIfTI or DICOM "
+            "series), so the maps cannot be put back on an input grid"
+        )
+    return dataset.source_grid
+
+
 def reconstruct(
     checkpoint: str | Path,
     data: str | Path,
@@ -384,8 +395,14 @@ def reconstruct(
     device: str | torch.device = "cpu",
     allow_other_protocol: bool = False,
     check: bool = True,
+    input_grid: bool = False,
 ) -> Path:
     """k-space in, parameter maps out: ``params.h5``, ``t1.nii.gz``, ``m0.nii.gz`` and PNGs.
+
+    The NIfTI maps carry quantity, unit and delays in their description; for real data they
+    lie on the scan's grid (:meth:`~pinqi.data.datasets.H5Dataset.output_grid`: the scan's
+    affine, scaled if ``pinqi undersample --size`` resampled it), |M0| in the scan's
+    intensity. With ``input_grid``, the maps are resampled back onto the scan's own matrix.
 
     ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``) is where PINQI runs.
     Prints where the time went. Data of another protocol (delays, signal model) than the
@@ -400,7 +417,7 @@ def reconstruct(
     PINQI explains the data much worse than the baseline.
     """
     from pinqi.evaluation.figures import plot_parameter_maps
-    from pinqi.io.nifti import write_nifti
+    from pinqi.io.nifti import write_maps
 
     device = resolve_device(device)
     model, trained = load_model(checkpoint, map_location=str(device))
@@ -434,12 +451,18 @@ def reconstruct(
             ):
                 f[name] = result.kspace_residual[method].numpy()
             f["residual_ratio"] = result.residual_ratio.numpy()
-    pixel_mm = dataset.config.fov_mm / dataset.config.size
-    write_nifti(out / "t1.nii.gz", t1, pixel_mm)
-    write_nifti(out / "m0.nii.gz", np.abs(m0), pixel_mm)
+    maps = {"t1": t1, "m0": np.abs(m0) * dataset.intensity_scale}
     if check:
         for method, name in zip(METHODS, ("residual", "residual_fit"), strict=True):
-            write_nifti(out / f"{name}.nii.gz", result.residual_maps[method].numpy(), pixel_mm)
+            maps[name] = result.residual_maps[method].numpy() * dataset.intensity_scale
+    delays = ",".join(f"{v:g}" for v in dataset.tau.tolist())
+    write_maps(
+        out,
+        maps,
+        dataset.output_grid(),
+        f"pinqi reconstruct, delays {delays} s",
+        _input_grid(dataset, data) if input_grid else None,
+    )
     for i in range(len(params)):
         plot_parameter_maps(out / f"sample{i:03d}.png", params[i])
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import h5py
@@ -44,8 +43,8 @@ def fit_file(
 
     Only ``kspace``, ``mask``, ``coil_maps`` and ``tau`` are read, so files without ground
     truth work. Writes ``params.h5``, ``t1.nii.gz`` (T1 in s) and ``m0.nii.gz`` (|M0|, or |a|
-    for the a + b exp model), with the voxel size of ``pinqi reconstruct`` on the same file
-    (the stored field of view over the matrix size).
+    for the a + b exp model, in the input's intensity) on the grid of ``pinqi reconstruct``
+    on the same file (:meth:`~pinqi.data.datasets.H5Dataset.output_grid`).
 
     Parameters
     ----------
@@ -60,9 +59,10 @@ def fit_file(
         (:func:`~pinqi.evaluation.evaluate.resolve_device`); the results are written from
         the CPU.
     """
+    from pinqi.data.datasets import H5Dataset
     from pinqi.evaluation.evaluate import resolve_device
     from pinqi.evaluation.metrics import t1_from_r1
-    from pinqi.io.nifti import write_nifti
+    from pinqi.io.nifti import write_maps
 
     device = resolve_device(device)
     data, out = Path(data), Path(out)
@@ -76,7 +76,6 @@ def fit_file(
         mask = torch.from_numpy(f["mask"][()]).to(device)
         coil_maps = torch.from_numpy(f["coil_maps"][()]).to(device)
         tau = torch.from_numpy(f["tau"][()]).double()
-        grid = json.loads(f.attrs["config"]) if "config" in f.attrs else {}
     model = signal_model(model_name, tau).to(device)
     params = fit_images(model, combine(kspace, coil_maps, mask)).cpu()
     out.mkdir(parents=True, exist_ok=True)
@@ -87,8 +86,9 @@ def fit_file(
         f["t1"] = t1
         f.attrs["model"] = model_name
         f.attrs["parameter_names"] = list(model.parameter_names)
-    # the voxel size of pinqi reconstruct on the same file: field of view / matrix
-    pixel_mm = grid["fov_mm"] / grid["size"] if {"fov_mm", "size"} <= set(grid) else 1.0
-    write_nifti(out / "t1.nii.gz", t1, pixel_mm)
-    write_nifti(out / "m0.nii.gz", np.abs(m0), pixel_mm)
+    # the grid and intensity of pinqi reconstruct on the same file
+    dataset = H5Dataset(data)
+    delays = ",".join(f"{v:g}" for v in tau.tolist())
+    maps = {"t1": t1, "m0": np.abs(m0) * dataset.intensity_scale}
+    write_maps(out, maps, dataset.output_grid(), f"pinqi fit {model_name}, delays {delays} s")
     return out

@@ -25,13 +25,17 @@ class RawData:
     tau
         Delays in s, ``(n_tau,)``.
     prewhitened
-        Whether noise scans were found and the coils were prewhitened.
+        Whether the coils were prewhitened.
+    whitening
+        The prewhitening matrix ``(n_coils, n_coils)`` applied (None without): a calibration
+        scan must be whitened with the same one (:func:`read_calibration`).
     """
 
     kspace: torch.Tensor
     mask: torch.Tensor
     tau: torch.Tensor
     prewhitened: bool
+    whitening: np.ndarray | None = None
 
 
 def read_ismrmrd(
@@ -40,6 +44,7 @@ def read_ismrmrd(
     group: str = "dataset",
     whiten: bool = True,
     slice_index: int = 0,
+    whitening: np.ndarray | None = None,
 ) -> RawData:
     """Read and sort the acquisitions of an ISMRMRD file into (tau, coil, ky, kx).
 
@@ -63,6 +68,59 @@ def read_ismrmrd(
         Prewhiten with the noise scans when the file has them.
     slice_index
         The slice (``idx.slice``) to read from a multi-slice file.
+    whitening
+        Prewhiten with this matrix instead of one from the file's noise scans.
+    """
+    data, mask, header_ti, whitening = _read_kspace(path, group, whiten, slice_index, whitening)
+    n_tau = data.shape[0]
+    if tau is None:
+        if len(header_ti) != n_tau:
+            raise ValueError(
+                f"{path}: {n_tau} frames but the header gives {len(header_ti)} TI values; pass tau"
+            )
+        tau = [t / 1000 for t in header_ti]
+    if len(tau) != n_tau:
+        raise ValueError(f"{len(tau)} delays given for {n_tau} frames")
+    return RawData(
+        kspace=data[None].to(torch.complex64),
+        mask=torch.from_numpy(mask)[None, :, None],
+        tau=torch.tensor(tau, dtype=torch.float32),
+        prewhitened=whitening is not None,
+        whitening=whitening,
+    )
+
+
+def read_calibration(path: str | Path, raw: RawData, slice_index: int = 0) -> RawData:
+    """A separate coil-calibration scan (e.g. a fully sampled low-resolution GRE) for ``raw``.
+
+    Its frames are read like :func:`read_ismrmrd`'s and prewhitened with ``raw``'s matrix
+    (not at all when ``raw`` is not prewhitened), so that the coil maps fit ``raw``; its
+    delays do not matter (set to 0). The same field of view as ``raw`` is expected; the
+    matrix may differ (:func:`prepare_raw` brings it onto ``raw``'s).
+    """
+    data, mask, _, whitening = _read_kspace(
+        path, "dataset", raw.prewhitened, slice_index, raw.whitening, use_noise_scans=False
+    )
+    return RawData(
+        kspace=data[None].to(torch.complex64),
+        mask=torch.from_numpy(mask)[None, :, None],
+        tau=torch.zeros(data.shape[0]),
+        prewhitened=whitening is not None,
+        whitening=whitening,
+    )
+
+
+def _read_kspace(
+    path: str | Path,
+    group: str,
+    whiten: bool,
+    slice_index: int,
+    whitening: np.ndarray | None,
+    use_noise_scans: bool = True,
+) -> tuple[torch.Tensor, np.ndarray, list[float], np.ndarray | None]:
+    """Sorted k-space ``(n_tau, n_coils, H, W)`` and line mask ``(n_tau, W)`` of a file.
+
+    Also returns the header's TIs (ms) and the whitening matrix applied (None without).
     """
     import ismrmrd
     from ismrmrd import xsd
@@ -121,11 +179,17 @@ def read_ismrmrd(
             )
         kspace[frame, :, :, line + shift] = data
         mask[frame, line + shift] = True
-    prewhitened = whiten and bool(noise)
-    if prewhitened:
+    if not whiten:
+        whitening = None
+    elif whitening is None and noise and use_noise_scans:
         samples = np.concatenate(noise, axis=1)
         covariance = samples @ samples.conj().T / samples.shape[1]
         whitening = np.linalg.inv(np.linalg.cholesky(covariance))
+    if whitening is not None:
+        if whitening.shape != (n_coils, n_coils):
+            raise ValueError(
+                f"{path}: {n_coils} coils, but the whitening matrix is for {len(whitening)}"
+            )
         kspace = np.einsum("ij,tjxy->tixy", whitening, kspace).astype(np.complex64)
     data = torch.from_numpy(kspace)
     if n_read > n_recon:  # crop the oversampled readout in image space
@@ -134,23 +198,15 @@ def read_ismrmrd(
         data = (
             fft2c(images[..., start : start + n_recon, :]) * torch.from_numpy(mask)[:, None, None]
         )
-    if tau is None:
-        if len(header_ti) != n_tau:
-            raise ValueError(
-                f"{path}: {n_tau} frames but the header gives {len(header_ti)} TI values; pass tau"
-            )
-        tau = [t / 1000 for t in header_ti]
-    if len(tau) != n_tau:
-        raise ValueError(f"{len(tau)} delays given for {n_tau} frames")
-    return RawData(
-        kspace=data[None].to(torch.complex64),
-        mask=torch.from_numpy(mask)[None, :, None],
-        tau=torch.tensor(tau, dtype=torch.float32),
-        prewhitened=prewhitened,
-    )
+    return data, mask, header_ti, whitening
 
 
-def prepare_raw(raw: RawData, size: int | None = None, coil_method: str = "walsh") -> dict:
+def prepare_raw(
+    raw: RawData,
+    size: int | None = None,
+    coil_method: str = "walsh",
+    calibration: RawData | None = None,
+) -> dict:
     """Raw k-space ready for PINQI: optional k-space crop, coil maps and intensity scale.
 
     Parameters
@@ -161,40 +217,57 @@ def prepare_raw(raw: RawData, size: int | None = None, coil_method: str = "walsh
         Crop the central ``size x size`` of k-space (a lower resolution over the same field
         of view, e.g. to match a model trained at 96 x 96); None keeps the matrix.
     coil_method
-        ``"walsh"`` or ``"ratio"``, estimated from the time-averaged k-space centre (every
-        frame's lines, :func:`~pinqi.physics.calibration_images`), with the image's smooth
-        phase moved into the maps (:func:`~pinqi.physics.coil_estimation.align_phase`) so that
-        the images PINQI sees are nearly real, as in training.
+        ``"walsh"``, ``"ratio"`` or ``"espirit"`` (:func:`~pinqi.physics.espirit_maps`, needs
+        BART and a fully sampled centre of at least 11 lines, which undersampled series
+        rarely have: use it with ``calibration``). Estimated from the calibration k-space:
+        ``calibration``'s when given, else the time-averaged k-space centre of every frame's
+        lines (:func:`~pinqi.physics.calibration_kspace`). The image's smooth phase is then
+        moved into the maps (:func:`~pinqi.physics.coil_estimation.align_phase`) so that the
+        images PINQI sees are nearly real, as in training.
+    calibration
+        A separate calibration scan (:func:`read_calibration`) over the same field of view;
+        its k-space is cropped or zero-filled onto ``raw``'s matrix.
 
     Returns
     -------
     dict
         A sample in the ``pinqi simulate`` layout without ground truth (``kspace``, ``mask``,
         ``coil_maps``, ``tau``, ``noise_sigma``) and ``intensity_scale``: the k-space is
-        divided by the 99th percentile of the coil-combined calibration image of the longest
-        delay, the normalisation of :mod:`pinqi.data.undersample`.
+        divided by the 99th percentile of the coil-combined calibration image of the data
+        (not of a calibration scan), the normalisation of :mod:`pinqi.data.undersample`.
     """
     from pinqi.data.undersample import intensity_scale
-    from pinqi.physics import calibration_images, ratio_maps, walsh_maps
+    from pinqi.physics import calibration_kspace, espirit_maps, ratio_maps, walsh_maps
     from pinqi.physics.coil_estimation import align_phase
 
-    kspace, mask = raw.kspace, raw.mask
-    if size is not None:
-        height, width = kspace.shape[-2:]
-        if size > min(height, width) or size % 2:
-            raise ValueError(f"size must be even and <= the matrix {height}x{width}, got {size}")
-        top, left = height // 2 - size // 2, width // 2 - size // 2
-        kspace = kspace[..., top : top + size, left : left + size] * (
-            size / (height * width) ** 0.5
-        )
-        mask = mask[..., left : left + size]
-    longest = int(raw.tau.argmax())
-    calibration = calibration_images(kspace, mask, frame=longest, lines="union")
-    estimate = {"walsh": walsh_maps, "ratio": ratio_maps}
+    estimate = {"walsh": walsh_maps, "ratio": ratio_maps, "espirit": None}
     if coil_method not in estimate:
-        raise ValueError(f"coil_method must be 'walsh' or 'ratio', got {coil_method!r}")
-    coil_maps = align_phase(estimate[coil_method](calibration), calibration)
-    scale = intensity_scale((coil_maps.conj() * calibration).sum(1).abs())
+        raise ValueError(f"coil_method must be one of {sorted(estimate)}, got {coil_method!r}")
+    kspace, mask = raw.kspace, raw.mask
+    height, width = kspace.shape[-2:]
+    if size is not None and (size > min(height, width) or size % 2):
+        raise ValueError(f"size must be even and <= the matrix {height}x{width}, got {size}")
+    target = (size, size) if size is not None else (height, width)
+    kspace = _fit_matrix(kspace, target)
+    mask = _fit_matrix(mask.to(kspace.real.dtype), (1, target[1])).bool()
+    longest = int(raw.tau.argmax())
+    data_calibration = calibration_kspace(kspace, mask, frame=longest, lines="union")
+    data_images = ifft2c(data_calibration)
+    source = data_calibration
+    if calibration is not None:
+        if calibration.kspace.shape[2] != kspace.shape[2]:
+            raise ValueError(
+                f"the calibration scan has {calibration.kspace.shape[2]} coils, the data "
+                f"{kspace.shape[2]}"
+            )
+        scan = calibration_kspace(calibration.kspace, calibration.mask, lines="union")
+        source = _fit_matrix(scan, target)
+    if coil_method == "espirit":
+        coil_maps = espirit_maps(source)
+    else:
+        coil_maps = estimate[coil_method](ifft2c(source))
+    coil_maps = align_phase(coil_maps, data_images)
+    scale = intensity_scale((coil_maps.conj() * data_images).sum(1).abs())
     return {
         "kspace": (kspace / scale)[0],
         "mask": mask[0],
@@ -203,3 +276,23 @@ def prepare_raw(raw: RawData, size: int | None = None, coil_method: str = "walsh
         "noise_sigma": torch.tensor(0.0),
         "intensity_scale": scale,
     }
+
+
+def _fit_matrix(kspace: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Centre-crop or zero-fill the last two (k-space) axes to ``shape``.
+
+    The centre stays at ``N // 2`` and complex data keep the image scale of the unitary FFT:
+    a lower or higher resolution over the same field of view.
+    """
+    height, width = kspace.shape[-2:]
+    out = kspace.new_zeros(*kspace.shape[:-2], *shape)
+    rows = min(height, shape[0])
+    cols = min(width, shape[1])
+    src_r, dst_r = height // 2 - rows // 2, shape[0] // 2 - rows // 2
+    src_c, dst_c = width // 2 - cols // 2, shape[1] // 2 - cols // 2
+    out[..., dst_r : dst_r + rows, dst_c : dst_c + cols] = kspace[
+        ..., src_r : src_r + rows, src_c : src_c + cols
+    ]
+    if out.is_complex():
+        out = out * (shape[0] * shape[1] / (height * width)) ** 0.5
+    return out

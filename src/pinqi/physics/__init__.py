@@ -10,8 +10,14 @@ Shape conventions (used throughout pinqi):
 """
 
 from pinqi.physics.acquisition import CartesianAcquisition
-from pinqi.physics.coil_estimation import calibration_images, ratio_maps, walsh_maps
+from pinqi.physics.coil_estimation import (
+    calibration_images,
+    calibration_kspace,
+    ratio_maps,
+    walsh_maps,
+)
 from pinqi.physics.coils import birdcage_maps
+from pinqi.physics.espirit import espirit_maps
 from pinqi.physics.fft import fft2c, ifft2c
 from pinqi.physics.sampling import variable_density_mask
 from pinqi.physics.signal_models import (
@@ -34,6 +40,8 @@ __all__ = [
     "SignalModel",
     "birdcage_maps",
     "calibration_images",
+    "calibration_kspace",
+    "espirit_maps",
     "fft2c",
     "ifft2c",
     "ratio_maps",

@@ -113,6 +113,21 @@ def calibration_images(
 ) -> torch.Tensor:
     """Low-resolution coil images from the k-space centre.
 
+    ``ifft2c`` of :func:`calibration_kspace` (same arguments).
+
+    Returns
+    -------
+    torch.Tensor
+        Complex coil images ``(batch, n_coils, H, W)``.
+    """
+    return ifft2c(calibration_kspace(kspace, mask, frame, lines))
+
+
+def calibration_kspace(
+    kspace: torch.Tensor, mask: torch.Tensor, frame: int = -1, lines: str = "union"
+) -> torch.Tensor:
+    """The fully sampled k-space centre the data offer for coil calibration.
+
     Parameters
     ----------
     kspace
@@ -132,14 +147,14 @@ def calibration_images(
     Returns
     -------
     torch.Tensor
-        Complex coil images ``(batch, n_coils, H, W)``.
+        Complex k-space ``(batch, n_coils, H, W)``, zero outside the calibration lines.
     """
     mask = mask.to(torch.bool)
     common = mask.all(1)
     if not bool(common.any()):
         raise ValueError("the masks have no k-space lines in common to calibrate from")
     if lines == "common":
-        return ifft2c(kspace[:, frame] * common.unsqueeze(1))
+        return kspace[:, frame] * common.unsqueeze(1)
     if lines != "union":
         raise ValueError(f"lines must be 'union' or 'common', got {lines!r}")
     shared = common.unsqueeze(1).unsqueeze(2)
@@ -148,7 +163,23 @@ def calibration_images(
     sampled = mask.expand(kspace.shape[0], kspace.shape[1], *mask.shape[2:]).to(kspace.real.dtype)
     count = sampled.sum(1)
     average = (kspace * weights[..., None, None, None]).sum(1) / count.clamp(min=1).unsqueeze(1)
-    return ifft2c(average * _central_band(count > 0).unsqueeze(1))
+    return average * _central_band(count > 0).unsqueeze(1)
+
+
+def calibration_width(calibration: torch.Tensor) -> int:
+    """Width in lines along W of the fully sampled band symmetric about W // 2.
+
+    ``calibration`` is k-space ``(batch, n_coils, H, W)`` (:func:`calibration_kspace`); the
+    smallest width over the batch is returned, 0 if a centre line is missing.
+    """
+    lines = (calibration != 0).flatten(1, 2).any(1)  # (batch, W)
+    centre, width = lines.shape[-1] // 2, lines.shape[-1]
+    inside = lines[:, centre]
+    half = torch.zeros_like(inside, dtype=torch.long)
+    for offset in range(1, min(centre, width - 1 - centre) + 1):
+        inside = inside & lines[:, centre - offset] & lines[:, centre + offset]
+        half += inside.long()
+    return 0 if not bool(lines[:, centre].all()) else int(2 * half.min() + 1)
 
 
 def _central_band(covered: torch.Tensor) -> torch.Tensor:
