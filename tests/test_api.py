@@ -2,6 +2,7 @@
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,3 +41,22 @@ def test_other_protocol_is_refused_with_the_cli_message(batch):
         reconstruct_maps(
             batch["kspace"][:, :4], batch["coil_maps"], batch["mask"][:, :4], [0.5, 1, 1.5, 2]
         )
+
+
+def test_image_series_arrays_to_maps():
+    from pinqi.api import fit_maps
+
+    t1 = np.geomspace(0.2, 4.0, 60).reshape(6, 10)
+    ti = np.array([0.05, 0.15, 0.3, 0.5, 0.8, 1.2, 1.8, 2.6, 4.0])
+    magnitude = np.abs(500 * (1 - 1.9 * np.exp(-ti / t1[..., None])))  # (x, y, n_ti)
+    images = np.moveaxis(magnitude, -1, 0)[::-1]  # delays in reverse order: sorted by tau
+    maps = fit_maps(images, ti[::-1].tolist(), model="inversion")
+    np.testing.assert_allclose(maps["t1"], t1, rtol=1e-3)
+    np.testing.assert_allclose(maps["m0"], 500, rtol=1e-3)
+    assert maps["mask"].all() and maps["t1"].shape == (6, 10)
+    with pytest.raises(ValueError, match="holds 9 delays but --tau gives 3"):
+        fit_maps(images, [1, 2, 3])
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fit_maps(np.full((9, 6, 10), np.nan), ti)
+    with pytest.raises(ValueError, match=r"expected \(n_tau, x, y\)"):
+        fit_maps(np.ones((9, 6)), ti)

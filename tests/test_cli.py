@@ -57,6 +57,21 @@ def test_help_names_defaults():
     assert "(default: saturation)" in text and "(default: None)" not in text
 
 
+def test_every_option_has_a_help_text():
+    import argparse
+
+    from pinqi.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    missing = [
+        f"{name} {'/'.join(action.option_strings) or action.dest}"
+        for name, parser in commands.items()
+        for action in parser._actions
+        if not action.help and not isinstance(action, argparse._HelpAction)
+    ]
+    assert not missing
+
+
 def build_help(command):
     import contextlib
     import io

@@ -3,8 +3,10 @@
 >>> maps = pinqi.api.reconstruct_maps(kspace, coil_maps, mask, tau)   # doctest: +SKIP
 >>> maps["t1"]   # (batch, H, W) in s                                  # doctest: +SKIP
 
-For measured image series (no k-space), see :func:`pinqi.evaluation.series_fit.fit_series`
-with :func:`pinqi.io.series.read_series`.
+For measured image series (no k-space), :func:`fit_maps` fits the signal model voxel by
+voxel, as ``pinqi fit --images`` does:
+
+>>> maps = pinqi.api.fit_maps(images, tau, model="inversion")   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pinqi.evaluation.consistency import (
@@ -92,3 +95,49 @@ def reconstruct_maps(
             result["residual_ratio"] = ratio.cpu()
             result["residual"] = consistency.residual_maps["PINQI"].cpu()
     return result
+
+
+def fit_maps(
+    images: np.ndarray,
+    tau: Sequence[float],
+    model: str = "saturation",
+    mask: np.ndarray | None = None,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Parameter maps of an image series by a voxel-wise fit: ``pinqi fit --images`` for arrays.
+
+    Parameters
+    ----------
+    images
+        ``(n_tau, x, y)`` or ``(n_tau, x, y, z)``: complex, or real = magnitude (fitted with
+        polarity restoration for the inversion models and ``look-locker``).
+    tau
+        Delays in s, one per image.
+    model
+        ``saturation``, ``inversion``, ``inversion-ab`` or ``look-locker``
+        (:data:`~pinqi.evaluation.series_fit.SERIES_MODELS`).
+    mask
+        Bool ``(x, y[, z])``; default: the automatic mask of ``pinqi fit``
+        (:func:`~pinqi.evaluation.series_fit.auto_mask`).
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    dict
+        ``t1`` (s) and the model's other maps (e.g. ``m0`` in the input's intensity,
+        ``t1_star`` for ``look-locker``) on the input grid, ``mask`` and ``at_bound`` (voxels
+        whose fit sits at a parameter bound), each ``(x, y[, z])``.
+
+    Raises
+    ------
+    ValueError
+        For a wrong number of delays, non-finite or all-zero images, an unknown model or a
+        mask of the wrong shape.
+    """
+    from pinqi.evaluation.series_fit import fit_series
+    from pinqi.io.series import series_from_arrays
+
+    series = series_from_arrays(images, tau)
+    result = fit_series(series, model, mask, progress=progress)
+    return {**result.maps, "mask": result.mask, "at_bound": result.at_bound}

@@ -317,7 +317,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data", type=Path, required=True, help="HDF5 file of pinqi simulate")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4, help="slices reconstructed together")
     parser.add_argument(
         "--allow-other-protocol",
         action="store_true",
@@ -379,7 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and write it to an HDF5 file with a sample figure (PNG) beside it.",
     )
     simulate.add_argument("--out", type=Path, required=True, help="output FILE.h5")
-    simulate.add_argument("--split", choices=("train", "val", "test"), default="test")
+    simulate.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        default="test",
+        help="which subjects (BrainWeb) and augmentations: training ones are random",
+    )
     simulate.add_argument("--n-samples", type=int, default=16, help="number of samples")
     simulate.add_argument("--size", type=int, default=192, help="image size in pixels (even)")
     simulate.add_argument("--seed", type=int, default=0, help="data set seed")
@@ -389,7 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--phantom", choices=("builtin",), default="builtin", help="built-in phantom (default)"
     )
     simulate.add_argument(
-        "--orientation", choices=("axial", "coronal", "sagittal"), default="axial"
+        "--orientation",
+        choices=("axial", "coronal", "sagittal"),
+        default="axial",
+        help="slice orientation of the BrainWeb volumes",
     )
     simulate.add_argument(
         "--tau",
@@ -523,10 +531,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="delays in s, comma separated, in the order of the images (default: the DICOM "
         "files' InversionTime; required for NIfTI)",
     )
-    under.add_argument("--acceleration", type=float, default=8.0)
-    under.add_argument("--coils", type=int, default=8)
+    under.add_argument(
+        "--acceleration", type=float, default=8.0, help="undersampling factor of the masks"
+    )
+    under.add_argument("--coils", type=int, default=8, help="number of simulated coils")
     under.add_argument("--size", type=int, default=96, help="image size of the model")
-    under.add_argument("--seed", type=int, default=0)
+    under.add_argument("--seed", type=int, default=0, help="seed of the coils and masks")
     under.add_argument("--out", type=Path, required=True, help="output FILE.h5")
     under.set_defaults(run=_undersample)
 
@@ -567,9 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sequence.add_argument("--out", type=Path, required=True, help="output folder")
     sequence.add_argument("--tau", default="0.5,1,1.5,2,8", help="saturation times in s")
-    sequence.add_argument("--size", type=int, default=192)
-    sequence.add_argument("--acceleration", type=float, default=8.0)
-    sequence.add_argument("--seed", type=int, default=0)
+    sequence.add_argument("--size", type=int, default=192, help="matrix size (square)")
+    sequence.add_argument(
+        "--acceleration", type=float, default=8.0, help="undersampling factor of the masks"
+    )
+    sequence.add_argument("--seed", type=int, default=0, help="seed of the masks")
     sequence.set_defaults(run=_sequence)
 
     fit = commands.add_parser(

@@ -88,11 +88,51 @@ def read_series(path: str | Path, tau: Sequence[float] | None = None) -> ImageSe
         series = _read_nifti_series(path, tau)
     else:
         raise FileNotFoundError(f"image series not found: {path}")
-    if not np.isfinite(series.images).all():
-        raise ValueError(f"{path}: the images contain NaN or Inf values")
-    if not np.any(series.images):
-        raise ValueError(f"{path}: the images are zero everywhere")
+    _check_images(series.images, str(path))
     return series
+
+
+def series_from_arrays(
+    images: np.ndarray,
+    tau: Sequence[float],
+    affine: np.ndarray | None = None,
+    source: str = "the images",
+) -> ImageSeries:
+    """A series from arrays, with :func:`read_series`'s checks.
+
+    Parameters
+    ----------
+    images
+        ``(n_tau, x, y)`` or ``(n_tau, x, y, z)``, complex or real (= magnitude).
+    tau
+        Delays in s, one per image (any order; the series is sorted by delay).
+    affine
+        ``(4, 4)`` voxel -> RAS+ mm; default identity (1 mm voxels).
+    source
+        Name used in error messages and provenance.
+    """
+    images = np.asarray(images)
+    if images.ndim not in (3, 4):
+        raise ValueError(
+            f"{source}: expected (n_tau, x, y) or (n_tau, x, y, z) images, got shape {images.shape}"
+        )
+    if not (np.iscomplexobj(images) or np.issubdtype(images.dtype, np.number)):
+        raise ValueError(f"{source}: images must be numeric, got dtype {images.dtype}")
+    images = images.astype(np.complex64 if np.iscomplexobj(images) else np.float32)
+    _check_images(images, source)
+    values = _check_tau(tau, len(images), Path(source))
+    order = np.argsort(values, kind="stable")
+    affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"affine must be (4, 4), got {affine.shape}")
+    return ImageSeries(np.ascontiguousarray(images[order]), values[order], affine, source)
+
+
+def _check_images(images: np.ndarray, source: str) -> None:
+    if not np.isfinite(images).all():
+        raise ValueError(f"{source}: the images contain NaN or Inf values")
+    if not np.any(images):
+        raise ValueError(f"{source}: the images are zero everywhere")
 
 
 def _check_tau(tau: Sequence[float] | None, n_tau: int, source: Path) -> np.ndarray | None:
