@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pinqi.evaluation.calibration import residual_ratio_limit
 from pinqi.evaluation.consistency import (
     check_consistency,
     residual_ratio,
@@ -91,7 +92,7 @@ def reconstruct_maps(
         if check:
             consistency = check_consistency(model.signal_model, params, *inputs)
             ratio = residual_ratio(consistency.kspace_residual)
-            warn_if_inconsistent(ratio)
+            warn_if_inconsistent(ratio, residual_ratio_limit(checkpoint))
             result["residual_ratio"] = ratio.cpu()
             result["residual"] = consistency.residual_maps["PINQI"].cpu()
     return result

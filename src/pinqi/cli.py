@@ -125,9 +125,16 @@ def _reconstruct(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from pinqi.io.checkpoints import export_model, model_card
+    from pinqi.evaluation.calibration import calibrate_residual_check
+    from pinqi.io.checkpoints import export_model, load_model, model_card
 
     card = model_card(args.checkpoint, args.notes)
+    if args.calibration_samples > 0:
+        model, config = load_model(args.checkpoint)
+        print(f"calibrating the data-residual check on {args.calibration_samples} slices")
+        card["residual_check"] = calibrate_residual_check(
+            model, config, args.calibration_samples, device=args.device
+        )
     out = export_model(args.checkpoint, args.out, card)
     print(f"wrote {out} and {out.with_suffix('.json')}")
 
@@ -512,6 +519,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", type=Path, required=True, help="Lightning checkpoint")
     export.add_argument("--out", type=Path, required=True, help="output .pt file")
     export.add_argument("--notes", default="", help="free text for the model card")
+    export.add_argument(
+        "--calibration-samples",
+        type=int,
+        default=32,
+        help="validation slices on which the limit of the data-residual check is set "
+        "(pinqi.evaluation.calibration; 0: keep the fixed default limit)",
+    )
+    export.add_argument(
+        "--device", default="auto", help="torch device for the calibration: auto, cpu, cuda"
+    )
     export.set_defaults(run=_export)
 
     under = commands.add_parser(

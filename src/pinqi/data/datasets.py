@@ -182,6 +182,11 @@ class SimulatedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.n_samples
 
+    @property
+    def tau(self) -> torch.Tensor:
+        """The delays in s ``(n_tau,)``, as :class:`H5Dataset` has them."""
+        return torch.tensor(self.config.tau, dtype=torch.float32)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return self.sample(index, self.epoch)
 

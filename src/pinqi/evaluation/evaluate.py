@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from pinqi.data.datasets import H5Dataset
 from pinqi.evaluation.bart import BartConfig, bart_pics_fit, find_bart
+from pinqi.evaluation.calibration import residual_ratio_limit
 from pinqi.evaluation.consistency import (
     check_consistency,
     kspace_residual,
@@ -355,7 +356,7 @@ def evaluate(
     )
     print(summary)
     print(result.timing())
-    warn_if_inconsistent(result.residual_ratio, what="sample")
+    warn_if_inconsistent(result.residual_ratio, residual_ratio_limit(checkpoint), what="sample")
     first = {method: maps[0] for method, maps in result.maps.items()}
     plot_maps(out / "maps.png", truth[0], masks[0], first)
     plot_distributions(out / "distributions.png", rows)
@@ -433,7 +434,7 @@ def reconstruct(
             "data residual ||A q(p) - k|| / ||k||, PINQI over CG-SENSE + fit per slice: "
             f"median {float(ratio.median()):.2f}, max {float(ratio.max()):.2f}"
         )
-        warn_if_inconsistent(ratio)
+        warn_if_inconsistent(ratio, residual_ratio_limit(checkpoint))
     params = result.maps["PINQI"]
     t1 = t1_from_r1(params[:, -1]).numpy()
     m0 = torch.complex(params[:, 0], params[:, 1]).numpy()

@@ -1,0 +1,39 @@
+"""Add the calibrated data-residual limit to an exported model file's card (and its JSON).
+
+``pinqi export`` calibrates new exports; this brings a model exported before that (such as
+the shipped ``pinqi-cpu.pt``) up to date without retraining:
+
+    python benchmarks/calibrate_model.py src/pinqi/weights/pinqi-cpu.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from pinqi.evaluation.calibration import calibrate_residual_check
+from pinqi.io.checkpoints import load_model, package_commit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="exported model file (.pt)")
+    parser.add_argument("--samples", type=int, default=32, help="validation slices")
+    args = parser.parse_args()
+    state = torch.load(args.model, map_location="cpu", weights_only=False)
+    if "card" not in state:
+        raise SystemExit(f"{args.model} is not an exported model (no card)")
+    model, config = load_model(args.model)
+    check = calibrate_residual_check(model, config, args.samples)
+    check["commit"] = package_commit() or "unknown"
+    state["card"]["residual_check"] = check
+    torch.save(state, args.model)
+    args.model.with_suffix(".json").write_text(json.dumps(state["card"], indent=2) + "\n")
+    print(json.dumps(check, indent=2))
+
+
+if __name__ == "__main__":
+    main()
