@@ -190,13 +190,16 @@ def test_iterate_networks_sets_how_often_each_unet_runs(iterate, expected_calls)
 
 
 def test_without_parameter_regulariser_the_fit_is_unregularised():
-    # P_theta still sets p_0 (and through q(p_0) the first data-consistency prior), so the
-    # result does depend on its weights; what must hold is that every fit has lambda_p = 0:
-    # the last one equals an unregularised fit from the same start, whatever p_reg
+    # no P_theta: p_0 is a learned constant (the same in every pixel and sample), and every
+    # fit has lambda_p = 0: the last one equals an unregularised fit from the same start,
+    # whatever p_reg
     model, kspace, coils, mask, _ = tiny_problem()
     net = PINQI(model, replace(TINY, use_parameter_regulariser=False))
+    assert net.parameter_net is None
     with torch.no_grad():
         out = net(kspace, coils, mask)
+        start = out.parameters[0]
+        assert torch.equal(start, start[:1, :, :1, :1].expand_as(start))
         images, start = out.images[-1], out.parameters[-2]
         fit = partial(signal_fit, model, images, p0=start, max_iter=TINY.fit_iterations, warn=False)
         anything = torch.randn(start.shape, generator=torch.Generator().manual_seed(5))
@@ -314,6 +317,13 @@ def test_ablations_run(changes):
     ((out.parameters[-1] - truth) ** 2).mean().backward()
     if changes.get("use_image_regulariser") is False:
         assert net.image_net is None
+    if changes.get("use_parameter_regulariser") is False:
+        assert net.raw_start.grad is not None  # the constant start is learned
+
+
+def test_an_ablation_without_any_parameter_estimate_is_refused():
+    with pytest.raises(ValueError, match="cannot both be off"):
+        replace(TINY, use_parameter_regulariser=False, use_signal_fit=False)
 
 
 def test_parameter_counts_match_the_paper():

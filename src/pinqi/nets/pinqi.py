@@ -39,6 +39,35 @@ def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
     return torch.complex(x[:, 0], x[:, 1])
 
 
+def box_output(
+    out: torch.Tensor,
+    init: Sequence[float],
+    scale: Sequence[float],
+    bounds: Sequence[tuple[float, float]],
+) -> torch.Tensor:
+    """Map a network's raw output ``(batch, P, H, W)`` smoothly into the open box ``bounds``.
+
+    p = lower + (upper - lower) sigmoid(a o + b), with b such that o = 0 gives ``init`` and a
+    such that the slope there is 10 ``scale`` (the scaling of the authors'
+    ``init + 10 scale tanh(o)``). Unlike a clamp, every output keeps a non-zero gradient (in
+    float32 up to |a o + b| of about 80) and stays inside the signal fit's bounds.
+    """
+    lower_bounds, upper_bounds = zip(*bounds, strict=True)
+    constants = torch.tensor(
+        [tuple(init), tuple(scale), lower_bounds, upper_bounds],
+        dtype=torch.float64,
+        device=out.device,
+    ).reshape(4, 1, -1, *(1,) * (out.ndim - 2))
+    init_t, scale_t, lower, upper = constants.unbind(0)
+    width = upper - lower
+    start = (init_t - lower) / width
+    gain = (10 * scale_t / (width * start * (1 - start))).to(out.dtype)
+    lower, upper, width = (x.to(out.dtype) for x in (lower, upper, width))
+    a = gain * out + torch.logit(start).to(out.dtype)
+    # each side measured from its own bound, so that neither saturates early in float32
+    return torch.where(a < 0, lower + width * torch.sigmoid(a), upper - width * torch.sigmoid(-a))
+
+
 @dataclass(frozen=True)
 class PINQIConfig:
     """Architecture and solver settings of PINQI (defaults: the paper's).
@@ -74,8 +103,9 @@ class PINQIConfig:
         P_theta's output at a zero UNet output, and its slope there / 10, per parameter (a
         well-scaled start); default: the signal model's ``typical`` values and spreads.
     use_image_regulariser, use_parameter_regulariser, use_signal_fit, iterate_networks
-        Ablations (Sec. 3.4): without Y_theta, without P_theta (lambda_p = 0: a pure fit),
-        without the non-linear solver (p = P_theta), UNets applied once.
+        Ablations (Sec. 3.4): without Y_theta (lambda_y = 0), without P_theta (lambda_p = 0:
+        a pure fit, started from a learned constant p_0), without the non-linear solver
+        (p = P_theta), UNets applied once (p_reg, y_reg from y_0 only).
     """
 
     iterations: int = 5
@@ -109,6 +139,11 @@ class PINQIConfig:
             raise ValueError(
                 "iterations, cg_iterations and fit_iterations must be >= 1, got "
                 f"{self.iterations}, {self.cg_iterations}, {self.fit_iterations}"
+            )
+        if not (self.use_parameter_regulariser or self.use_signal_fit):
+            raise ValueError(
+                "use_parameter_regulariser and use_signal_fit cannot both be off: nothing "
+                "would estimate the parameters"
             )
 
 
@@ -168,8 +203,19 @@ class PINQI(nn.Module):
             if config.use_image_regulariser
             else None
         )
-        self.parameter_net = UNet(
-            2 * n_tau, n_params, config.parameter_features, norm_groups=config.parameter_norm_groups
+        # without P_theta (ablation), the start p_0 is a learned constant (raw, through the box)
+        self.parameter_net = (
+            UNet(
+                2 * n_tau,
+                n_params,
+                config.parameter_features,
+                norm_groups=config.parameter_norm_groups,
+            )
+            if config.use_parameter_regulariser
+            else None
+        )
+        self.raw_start = (
+            None if config.use_parameter_regulariser else nn.Parameter(torch.zeros(n_params))
         )
         init = config.parameter_init or tuple(v for v, _ in signal_model.typical)
         scale = config.parameter_scale or tuple(s for _, s in signal_model.typical)
@@ -217,30 +263,11 @@ class PINQI(nn.Module):
         }
 
     def parameters_from_output(self, out: torch.Tensor) -> torch.Tensor:
-        """Map P_theta's raw output ``(batch, P, H, W)`` smoothly into the open parameter box.
+        """Map P_theta's raw output ``(batch, P, H, W)`` into the open parameter box.
 
-        p = lower + (upper - lower) sigmoid(a o + b), with b such that o = 0 gives
-        ``parameter_init`` and a such that the slope there is 10 ``parameter_scale`` (the
-        scaling of the authors' ``init + 10 scale tanh(o)``). Unlike a clamp, every output
-        keeps a non-zero gradient (in float32 up to |a o + b| of about 80) and stays inside the
-        signal fit's bounds.
+        :func:`box_output` with ``parameter_init`` and ``parameter_scale``.
         """
-        lower_bounds, upper_bounds = zip(*self.signal_model.bounds, strict=True)
-        constants = torch.tensor(
-            [self.parameter_init, self.parameter_scale, lower_bounds, upper_bounds],
-            dtype=torch.float64,
-            device=out.device,
-        ).reshape(4, 1, -1, 1, 1)
-        init, scale, lower, upper = constants.unbind(0)
-        width = upper - lower
-        start = (init - lower) / width
-        gain = (10 * scale / (width * start * (1 - start))).to(out.dtype)
-        lower, upper, width = (x.to(out.dtype) for x in (lower, upper, width))
-        a = gain * out + torch.logit(start).to(out.dtype)
-        # each side measured from its own bound, so that neither saturates early in float32
-        return torch.where(
-            a < 0, lower + width * torch.sigmoid(a), upper - width * torch.sigmoid(-a)
-        )
+        return box_output(out, self.parameter_init, self.parameter_scale, self.signal_model.bounds)
 
     def parameter_strength(self, lambda_p: torch.Tensor, p_reg: torch.Tensor) -> torch.Tensor:
         """The fit layer's strength ``(batch, P)`` from one iteration's lambda_p ``()``/``(P,)``.
@@ -256,7 +283,14 @@ class PINQI(nn.Module):
         return strength
 
     def predict_parameters(self, images: torch.Tensor, iteration: int) -> torch.Tensor:
-        """P_theta: images ``(batch, n_tau, H, W)`` -> parameters ``(batch, P, H, W)``."""
+        """P_theta: images ``(batch, n_tau, H, W)`` -> parameters ``(batch, P, H, W)``.
+
+        Without P_theta (``use_parameter_regulariser=False``): the learned constant start.
+        """
+        if self.parameter_net is None:
+            batch, _, height, width = images.shape
+            raw = self.raw_start.to(images.real.dtype).reshape(1, -1, 1, 1)
+            return self.parameters_from_output(raw).expand(batch, -1, height, width)
         x = complex_to_channels(images).flatten(1, 2)
         iteration_t = torch.full((len(x),), float(iteration), device=x.device, dtype=x.dtype)
         return self.parameters_from_output(self.parameter_net(x, iteration_t))
