@@ -71,18 +71,23 @@ def _train(args: argparse.Namespace) -> None:
 
 def _info(args: argparse.Namespace) -> None:
     from pinqi.config import ExperimentConfig
-    from pinqi.nets import PINQI
+    from pinqi.nets.methods import build_network, count_parameters
 
     config = ExperimentConfig.from_yaml(args.config)
-    model = PINQI.from_config(config.model, config.data.signal_model, config.data.tau)
+    model = build_network(config.method, config.model, config.data.signal_model, config.data.tau)
     paper = {"image_net": 597_323, "parameter_net": 2_235_308}
-    print(f"PINQI ({config.name}): T = {config.model.iterations} iterations")
-    for name in ("image_net", "parameter_net"):
-        module = getattr(model, name)
-        count = sum(p.numel() for p in module.parameters()) if module is not None else 0
-        print(f"  {name:14s} {count:>10,d} learnable weights (paper, full width: {paper[name]:,d})")
-    strengths = sum(p.numel() for n, p in model.named_parameters() if n.startswith("raw_lambda"))
-    print(f"  {'strengths':14s} {strengths:>10,d} (lambda_y, lambda_q, lambda_p per iteration)")
+    if config.method.name == "pinqi":
+        print(f"PINQI ({config.name}): T = {config.model.iterations} iterations")
+    else:
+        print(f"{type(model).__name__} ({config.name}, method {config.method.name})")
+    for name, module in model.named_children():
+        if name == "signal_model":
+            continue
+        note = f" (paper, full width: {paper[name]:,d})" if name in paper else ""
+        print(f"  {name:14s} {count_parameters(module):>10,d} learnable weights{note}")
+    strengths = sum(p.numel() for n, p in model.named_parameters() if n.startswith("raw_"))
+    print(f"  {'strengths':14s} {strengths:>10,d} (learned step sizes and strengths)")
+    print(f"  {'total':14s} {count_parameters(model):>10,d}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from pinqi.data.simulation import SimulationConfig
+from pinqi.nets.method_config import MethodConfig
 from pinqi.nets.pinqi import PINQIConfig
 
 
@@ -89,6 +90,7 @@ class ExperimentConfig:
     data: SimulationConfig = field(default_factory=SimulationConfig)
     model: PINQIConfig = field(default_factory=PINQIConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
 
     def to_dict(self) -> dict:
         """Plain dict (YAML/JSON-serialisable)."""
@@ -98,7 +100,12 @@ class ExperimentConfig:
     def from_dict(cls, values: dict) -> ExperimentConfig:
         """Build from a (possibly partial) nested dict; unknown keys raise."""
         values = dict(values)
-        sections = {"data": SimulationConfig, "model": PINQIConfig, "optim": OptimConfig}
+        sections = {
+            "data": SimulationConfig,
+            "model": PINQIConfig,
+            "optim": OptimConfig,
+            "method": MethodConfig,
+        }
         for name, section in sections.items():
             values[name] = build_dataclass(section, values.get(name, {}), name)
         return build_dataclass(cls, values, "config")

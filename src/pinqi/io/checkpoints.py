@@ -7,16 +7,18 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from pinqi.config import ExperimentConfig
-from pinqi.nets.pinqi import PINQI
+from pinqi.nets.methods import build_network
 
 #: The name of the default shipped model for ``--checkpoint``.
 DEFAULT_MODEL = "default"
 
 #: Models shipped with the package: ``--checkpoint NAME`` -> file in ``pinqi/weights``.
-#: ``default`` is trained with ``configs/cpu-brainweb.yaml``, ``cpu-phantom`` with
-#: ``configs/cpu.yaml`` (built-in phantom only); each has a model card ``<file>.json``.
+#: Both names are the model trained with ``configs/cpu.yaml`` (built-in phantom only; the
+#: BrainWeb preset's model was not better on validation, docs/results.md); each file has a
+#: model card ``<file>.json``.
 SHIPPED_MODELS = {DEFAULT_MODEL: "pinqi-cpu.pt", "cpu-phantom": "pinqi-cpu.pt"}
 
 
@@ -30,8 +32,10 @@ def default_model_path() -> Path:
     return shipped_model_path(DEFAULT_MODEL)
 
 
-def load_model(checkpoint: str | Path, map_location: str = "cpu") -> tuple[PINQI, ExperimentConfig]:
-    """A PINQI network in eval mode and its configuration.
+def load_model(
+    checkpoint: str | Path, map_location: str = "cpu"
+) -> tuple[nn.Module, ExperimentConfig]:
+    """A trained network (PINQI or a reference method) in eval mode and its configuration.
 
     Parameters
     ----------
@@ -59,7 +63,7 @@ def load_model(checkpoint: str | Path, map_location: str = "cpu") -> tuple[PINQI
         weights = state["state_dict"]
     else:
         raise ValueError(f"{path} is neither a pinqi Lightning checkpoint nor an exported model")
-    model = PINQI.from_config(config.model, config.data.signal_model, config.data.tau)
+    model = build_network(config.method, config.model, config.data.signal_model, config.data.tau)
     model.load_state_dict(weights)
     return model.eval(), config
 

@@ -68,6 +68,37 @@ def box_output(
     return torch.where(a < 0, lower + width * torch.sigmoid(a), upper - width * torch.sigmoid(-a))
 
 
+def checked_inputs(
+    signal_model: SignalModel, kspace: torch.Tensor, coil_maps: torch.Tensor, mask: torch.Tensor
+) -> tuple[CartesianAcquisition, torch.Tensor]:
+    """The acquisition of a network's inputs and the validated k-space.
+
+    Raises a clear error for wrong shapes, dtypes, non-finite values, or a number of frames
+    other than the signal model's delays.
+    """
+    acquisition = CartesianAcquisition(coil_maps, mask)
+    kspace = acquisition.check_kspace("kspace", kspace)
+    if acquisition.image_shape[1] != signal_model.n_tau:
+        raise ValueError(
+            f"kspace has {acquisition.image_shape[1]} frames but the network was built for "
+            f"n_tau={signal_model.n_tau}"
+        )
+    return acquisition, kspace
+
+
+def cg_initial_images(
+    acquisition: CartesianAcquisition, kspace: torch.Tensor, iterations: int
+) -> torch.Tensor:
+    """A few CG iterations on A^H A y = A^H k from y = A^H k: the initial images y_0.
+
+    Differentiated through the (few) iterations, so that gradients with respect to the
+    k-space and the coil maps include the path through y_0 into the networks.
+    """
+    adjoint = acquisition.adjoint(kspace)
+    y, _ = conjugate_gradient(acquisition.gram, adjoint, adjoint, max_iter=iterations, tol=0.0)
+    return y
+
+
 @dataclass(frozen=True)
 class PINQIConfig:
     """Architecture and solver settings of PINQI (defaults: the paper's).
@@ -304,16 +335,8 @@ class PINQI(nn.Module):
     def initial_images(
         self, acquisition: CartesianAcquisition, kspace: torch.Tensor
     ) -> torch.Tensor:
-        """A few CG iterations on A^H A y = A^H k from y = A^H k.
-
-        Differentiated through the (few) iterations, so that gradients with respect to the
-        k-space and the coil maps include the path through y_0 into P_theta and Y_theta.
-        """
-        adjoint = acquisition.adjoint(kspace)
-        y, _ = conjugate_gradient(
-            acquisition.gram, adjoint, adjoint, max_iter=self.config.cg_init_iterations, tol=0.0
-        )
-        return y
+        """y_0: :func:`cg_initial_images` with ``cg_init_iterations``."""
+        return cg_initial_images(acquisition, kspace, self.config.cg_init_iterations)
 
     def forward(
         self, kspace: torch.Tensor, coil_maps: torch.Tensor, mask: torch.Tensor
@@ -329,13 +352,7 @@ class PINQI(nn.Module):
         mask
             Sampling mask broadcastable to ``(batch, n_tau, H, W)``.
         """
-        acquisition = CartesianAcquisition(coil_maps, mask)
-        kspace = acquisition.check_kspace("kspace", kspace)
-        if acquisition.image_shape[1] != self.signal_model.n_tau:
-            raise ValueError(
-                f"kspace has {acquisition.image_shape[1]} frames but the network was built for "
-                f"n_tau={self.signal_model.n_tau}"
-            )
+        acquisition, kspace = checked_inputs(self.signal_model, kspace, coil_maps, mask)
         config = self.config
         batch = acquisition.image_shape[0]
         lam = {name: value.to(kspace.real.dtype) for name, value in self.strengths().items()}

@@ -1,4 +1,4 @@
-"""Lightning module and data module that train PINQI end to end on simulated data."""
+"""Lightning module and data module that train PINQI (or a reference method) on simulated data."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from torch import nn
 from pinqi.config import ExperimentConfig, OptimConfig
 from pinqi.data.datasets import EpochIndexedDataset, EpochSampler, SimulatedDataset
 from pinqi.evaluation.metrics import parameter_metrics
-from pinqi.nets.pinqi import PINQI, PINQIOutput
-from pinqi.physics import CartesianAcquisition
-from pinqi.training.losses import parameter_loss, pinqi_loss
+from pinqi.nets.methods import build_network
+from pinqi.nets.pinqi import PINQIOutput
+from pinqi.training.objectives import pretraining_loss, training_loss
 from pinqi.training.schedule import phase_schedule
 
 
@@ -99,7 +99,11 @@ class NonFiniteTrainingError(RuntimeError):
 
 
 class PINQITask(L.LightningModule):
-    """Training of PINQI: P_theta pretraining, then end-to-end training with deep supervision.
+    """Training of PINQI or a reference method: a pretraining phase, then the main phase.
+
+    The network comes from the ``method`` section (:func:`~pinqi.nets.methods.build_network`)
+    and its losses from :mod:`pinqi.training.objectives` (PINQI: P_theta pretraining, then
+    end-to-end training with deep supervision).
 
     Optimisation is manual, so that a step whose loss or gradient is not finite can be
     skipped without touching the weights or the optimiser state; skipped steps are counted,
@@ -118,8 +122,9 @@ class PINQITask(L.LightningModule):
         self.automatic_optimization = False
         self.save_hyperparameters({"config": config})
         self.config = ExperimentConfig.from_dict(config)
-        self.model = PINQI.from_config(
-            self.config.model, self.config.data.signal_model, self.config.data.tau
+        config = self.config
+        self.model = build_network(
+            config.method, config.model, config.data.signal_model, config.data.tau
         )
         self.skipped_steps = 0
         self.skipped_in_a_row = 0
@@ -146,37 +151,14 @@ class PINQITask(L.LightningModule):
         return self.global_step < self.pretraining_steps()
 
     def pretraining_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """P_theta on random interpolations between zero-filled and true images (Sec. 3.2)."""
-        model = self.model
-        acquisition = CartesianAcquisition(batch["coil_maps"], batch["mask"])
-        zero_filled = acquisition.adjoint(batch["kspace"])
-        true_images = model.signal_model(batch["params"])
-        weight = torch.rand(len(zero_filled), 1, 1, 1, device=zero_filled.device)
-        images = weight * true_images + (1 - weight) * zero_filled
-        iteration = int(torch.randint(model.config.iterations + 1, ()))
-        prediction = model.predict_parameters(images, iteration)
-        optim = self.config.optim
-        return parameter_loss(
-            prediction,
-            batch["params"],
-            batch["brain_mask"],
-            optim.outside_weight,
-            optim.t1_weight_power,
-        )
+        """The method's pretraining loss (:mod:`pinqi.training.objectives`)."""
+        return pretraining_loss(self.model, batch, self.config.optim)
 
     def _reconstruct(self, batch: dict[str, torch.Tensor]) -> PINQIOutput:
         return self.model(batch["kspace"], batch["coil_maps"], batch["mask"])
 
     def _loss(self, batch: dict[str, torch.Tensor], output: PINQIOutput) -> torch.Tensor:
-        optim = self.config.optim
-        return pinqi_loss(
-            output,
-            batch["params"],
-            batch["brain_mask"],
-            optim.deep_supervision,
-            optim.outside_weight,
-            optim.t1_weight_power,
-        )
+        return training_loss(self.model, batch, output, self.config.optim)
 
     def _log_solvers(self, output: PINQIOutput, size: int) -> None:
         """The worst CG relative residual and the share of unconverged fit pixels."""
