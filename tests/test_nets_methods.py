@@ -118,7 +118,7 @@ def test_unrolled_fit_trains_on_images_unless_end_to_end(batch):
 def test_method_section_in_presets_and_errors():
     config = ExperimentConfig.from_dict({"method": {"name": "dopamine", "iterations": 10}})
     assert config.method.name == "dopamine" and config.method.iterations == 10
-    with pytest.raises(ValueError, match="method.name must be one of"):
+    with pytest.raises(ValueError, match=r"method\.name must be one of"):
         MethodConfig(name="voxelmorph")
     with pytest.raises(ValueError, match=r"needs a signal model with parameters \(Re M0"):
         build_network(MethodConfig(name="mantis"), SMALL_MODEL, "inversion-ab", TAU[:4])

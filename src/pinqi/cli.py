@@ -69,6 +69,17 @@ def _train(args: argparse.Namespace) -> None:
     print(f"training finished; last checkpoint: {last}")
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from pinqi.evaluation.compare import Comparison, run_comparison
+
+    comparison = Comparison.from_yaml(args.config)
+    only = tuple(n.strip() for n in args.only.split(",")) if args.only else ()
+    out = args.out or Path("runs") / comparison.name
+    summaries = run_comparison(comparison, out, only)
+    table = comparison.results or out / "compare.csv"
+    print(f"{len(summaries)} rows in {table} and {table.with_suffix('.md')}")
+
+
 def _info(args: argparse.Namespace) -> None:
     from pinqi.config import ExperimentConfig
     from pinqi.nets.methods import build_network, count_parameters
@@ -517,6 +528,24 @@ def build_parser() -> argparse.ArgumentParser:
         "back when pinqi undersample --size changed it); needs data from pinqi undersample",
     )
     reconstruct.set_defaults(run=_reconstruct)
+
+    compare = commands.add_parser(
+        "compare",
+        help="train every method and ablation of a comparison file alike and tabulate them "
+        "on one test set",
+        description="Train (or resume) each method of the comparison file with the same "
+        "budget, evaluate all on the same fixed test set with the non-learned references, "
+        "and write the table (CSV + Markdown) and the Fig. 5/6 analogs. Restartable: "
+        "finished methods are not retrained.",
+    )
+    compare.add_argument("--config", type=Path, required=True, help="comparison YAML")
+    compare.add_argument(
+        "--out", type=Path, help="working folder (default: runs/<comparison name>)"
+    )
+    compare.add_argument(
+        "--only", help="comma-separated method names to run now (default: all not yet done)"
+    )
+    compare.set_defaults(run=_compare)
 
     export = commands.add_parser(
         "export", help="write a compact model file with a model card from a checkpoint"

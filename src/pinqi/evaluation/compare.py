@@ -1,0 +1,353 @@
+"""``pinqi compare``: every method and ablation trained alike, evaluated on one fixed test set.
+
+A comparison file (YAML, e.g. ``configs/compare/cpu.yaml``) names the methods, each a preset
+plus ``section.key=value`` overrides (what makes it that method or ablation), the training
+budget every learned method gets (``budget``: the same steps and batch size, so the same
+number of training samples), the test set (split ``test``, a fixed seed and size, simulated
+from each preset's data without the coverage extras) and the non-learned references.
+
+The command is restartable: each method trains in ``OUT/<name>/run`` (resumed from its last
+checkpoint) and is done once ``OUT/<name>/result.json`` exists; the table (CSV + Markdown)
+and the figures are rewritten after every finished method, so a comparison can span several
+sessions and its partial results can be committed as they come.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from pinqi.config import ExperimentConfig
+from pinqi.data.datasets import H5Dataset, SimulatedDataset, write_h5
+from pinqi.evaluation.baseline import cg_sense_fit
+from pinqi.evaluation.metrics import parameter_metrics
+from pinqi.nets.methods import count_parameters
+from pinqi.physics import signal_model
+
+#: Non-learned references a comparison may list.
+REFERENCE_NAMES = ("cg-sense-fit", "bart-pics")
+
+#: Columns of the comparison table, in order.
+COLUMNS = (
+    "method",
+    "group",
+    "n_tau",
+    "t1_nrmse_mean",
+    "t1_nrmse_std",
+    "t1_mae_mean",
+    "t1_mae_std",
+    "m0_nrmse_mean",
+    "n_params",
+    "train_minutes",
+    "inference_seconds_per_slice",
+    "training_samples",
+)
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One row of the comparison: a preset and the overrides that make the method."""
+
+    name: str
+    preset: Path
+    overrides: tuple[str, ...] = ()
+    group: str = "method"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A comparison file (see the module docstring)."""
+
+    name: str
+    methods: tuple[MethodEntry, ...]
+    budget: dict = field(default_factory=dict)
+    common: tuple[str, ...] = ()
+    references: tuple[str, ...] = REFERENCE_NAMES
+    test_samples: int = 32
+    test_seed: int = 2026
+    results: Path | None = None
+    bart: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Comparison:
+        """Read and check a comparison file; presets are relative to it."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"comparison file not found: {path}")
+        values = yaml.safe_load(path.read_text()) or {}
+        known = {"name", "methods", "budget", "common", "references", "test", "results", "bart"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
+        if not values.get("methods"):
+            raise ValueError(f"{path}: no methods")
+        entries = []
+        for name, entry in values["methods"].items():
+            entry = entry or {}
+            extra = sorted(set(entry) - {"preset", "set", "group"})
+            if extra or "preset" not in entry:
+                raise ValueError(
+                    f"{path}: method {name!r} needs 'preset' (and may have 'set', 'group'); "
+                    f"got {sorted(entry)}"
+                )
+            entries.append(
+                MethodEntry(
+                    name,
+                    (path.parent / entry["preset"]).resolve(),
+                    tuple(entry.get("set", ())),
+                    entry.get("group", "method"),
+                )
+            )
+        references = tuple(values.get("references", REFERENCE_NAMES))
+        bad = sorted(set(references) - set(REFERENCE_NAMES))
+        if bad:
+            raise ValueError(f"{path}: unknown references {bad}; known: {REFERENCE_NAMES}")
+        test = values.get("test", {})
+        results = values.get("results")
+        return cls(
+            name=values.get("name", path.stem),
+            methods=tuple(entries),
+            budget=dict(values.get("budget", {})),
+            common=tuple(values.get("common", ())),
+            references=references,
+            test_samples=int(test.get("n_samples", 32)),
+            test_seed=int(test.get("seed", 2026)),
+            results=Path(results) if results else None,
+            bart=dict(values.get("bart", {})),
+        )
+
+    def experiment(self, entry: MethodEntry) -> ExperimentConfig:
+        """The training configuration of ``entry``.
+
+        Preset, then the common settings, its overrides and the budget (which wins, so that
+        every method trains on as many samples).
+        """
+        budget = [f"optim.{k}={json.dumps(v)}" for k, v in self.budget.items()]
+        overrides = [*self.common, *entry.overrides, f"name={entry.name}", *budget]
+        base = ExperimentConfig.from_yaml(entry.preset)
+        return _with_top_level(base, overrides)
+
+
+def _with_top_level(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """:meth:`ExperimentConfig.with_overrides` that also takes top-level keys (``name=...``)."""
+    values = config.to_dict()
+    nested = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if "." not in key:
+            values[key.strip()] = yaml.safe_load(value)
+        else:
+            nested.append(item)
+    return ExperimentConfig.from_dict(values).with_overrides(nested)
+
+
+def _test_set(config: ExperimentConfig, comparison: Comparison, out: Path) -> H5Dataset:
+    """The fixed test set of ``config``'s data (cached in ``out`` by its delays and model)."""
+    data = config.data.without_coverage()
+    key = f"test_{data.signal_model}_{len(data.tau)}tau_{data.size}px_seed{comparison.test_seed}"
+    path = out / f"{key}.h5"
+    if not path.is_file():
+        dataset = SimulatedDataset(data, "test", comparison.test_samples, comparison.test_seed)
+        write_h5(path, dataset, progress=False)
+    return H5Dataset(path)
+
+
+def _rows(name: str, params: torch.Tensor, dataset: H5Dataset) -> list[dict]:
+    truth = torch.stack([dataset[i]["params"] for i in range(len(dataset))])
+    masks = torch.stack([dataset[i]["brain_mask"] for i in range(len(dataset))])
+    metrics = parameter_metrics(params, truth, masks)
+    return [
+        {"sample": i, "method": name} | {k: float(v[i]) for k, v in metrics.items()}
+        for i in range(len(dataset))
+    ]
+
+
+def _summary(rows: list[dict], **extra: object) -> dict:
+    def stat(key: str, f) -> float:
+        values = [r[key] for r in rows]
+        return float(f(values)) if len(values) > 1 or f is statistics.fmean else 0.0
+
+    return {
+        "t1_nrmse_mean": stat("t1_nrmse", statistics.fmean),
+        "t1_nrmse_std": stat("t1_nrmse", statistics.stdev),
+        "t1_mae_mean": stat("t1_mae", statistics.fmean),
+        "t1_mae_std": stat("t1_mae", statistics.stdev),
+        "m0_nrmse_mean": stat("m0_nrmse", statistics.fmean),
+    } | extra
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _run_method(entry: MethodEntry, comparison: Comparison, out: Path) -> dict:
+    """Train (or resume) one method, evaluate it on its test set, store its result."""
+    from pinqi.evaluation.evaluate import reconstruct_all
+    from pinqi.io.checkpoints import load_model
+    from pinqi.training.run import train
+
+    folder = out / entry.name
+    folder.mkdir(parents=True, exist_ok=True)
+    config = comparison.experiment(entry)
+    timing_file = folder / "train_seconds.json"
+    seconds = json.loads(timing_file.read_text())["seconds"] if timing_file.is_file() else 0.0
+    start = time.perf_counter()
+    last = train(config, folder / "run", resume="auto")
+    seconds += time.perf_counter() - start
+    timing_file.write_text(json.dumps({"seconds": seconds}))
+    model, _ = load_model(last)
+    dataset = _test_set(config, comparison, out)
+    result = reconstruct_all(model, dataset, 4, baseline=False, progress=False)
+    rows = _rows(entry.name, result.maps["PINQI"], dataset)
+    _write_rows(folder / "metrics.csv", rows)
+    optim = config.optim
+    summary = {"method": entry.name, "group": entry.group, "n_tau": len(config.data.tau)}
+    summary |= _summary(
+        rows,
+        n_params=count_parameters(model),
+        train_minutes=seconds / 60,
+        inference_seconds_per_slice=result.seconds["PINQI"] / len(dataset),
+        training_samples=optim.max_steps * optim.batch_size,
+    )
+    (folder / "result.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _run_reference(
+    name: str, config: ExperimentConfig, comparison: Comparison, out: Path, main: bool
+) -> dict:
+    """A non-learned reference on the test set of ``config``'s delays.
+
+    Its row is ``name``, or ``name (N delays)`` when the delays are not those of the
+    comparison's first method (``main``).
+    """
+    from pinqi.evaluation.bart import BartConfig, bart_pics_fit
+
+    n_tau = len(config.data.tau)
+    label = name if main else f"{name} ({n_tau} delays)"
+    folder = out / label.replace(" ", "_").replace("(", "").replace(")", "")
+    done = folder / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    dataset = _test_set(config, comparison, out)
+    model = signal_model(config.data.signal_model, dataset.tau)
+    maps, start = [], time.perf_counter()
+    bart = BartConfig(**comparison.bart)
+    for i in range(0, len(dataset), 4):
+        batch = [dataset[j] for j in range(i, min(i + 4, len(dataset)))]
+        inputs = [torch.stack([s[k] for s in batch]) for k in ("kspace", "coil_maps", "mask")]
+        if name == "cg-sense-fit":
+            maps.append(cg_sense_fit(model, *inputs))
+        else:
+            maps.append(bart_pics_fit(model, *inputs, bart))
+    rows = _rows(label, torch.cat(maps), dataset)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_rows(folder / "metrics.csv", rows)
+    summary = {"method": label, "group": "reference", "n_tau": n_tau} | _summary(
+        rows,
+        n_params=0,
+        train_minutes=0.0,
+        inference_seconds_per_slice=(time.perf_counter() - start) / len(dataset),
+        training_samples=0,
+    )
+    done.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def write_table(summaries: list[dict], csv_path: Path) -> None:
+    """The comparison table as CSV and, beside it, Markdown (``.md``)."""
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows({k: s.get(k, "") for k in COLUMNS} for s in summaries)
+    lines = [
+        "| method | group | delays | T1 nRMSE | T1 MAE [s] | M0 nRMSE | weights | train [min] "
+        "| s/slice |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        lines.append(
+            f"| {s['method']} | {s['group']} | {s['n_tau']} | {s['t1_nrmse_mean']:.3f} +- "
+            f"{s['t1_nrmse_std']:.3f} | {s['t1_mae_mean']:.3f} +- {s['t1_mae_std']:.3f} | "
+            f"{s['m0_nrmse_mean']:.3f} | {s['n_params']:,d} | {s['train_minutes']:.0f} | "
+            f"{s['inference_seconds_per_slice']:.2f} |"
+        )
+    csv_path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def plot_comparison(out: Path, summaries: list[dict], folder: Path) -> list[Path]:
+    """Fig. 5 (methods and references) and Fig. 6 (ablations) analogs from per-sample rows."""
+    from pinqi.evaluation.figures import plot_distributions
+
+    written = []
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = {"fig5_methods.png": "method", "fig6_ablations.png": "ablation"}
+    for figure, group in figures.items():
+        delays = {s["n_tau"] for s in summaries if s["group"] == group}
+        rows = []
+        for s in summaries:
+            if s["n_tau"] not in delays or s["group"] not in (group, "reference"):
+                continue
+            name = s["method"].replace(" ", "_").replace("(", "").replace(")", "")
+            path = out / name / "metrics.csv"
+            if path.is_file():
+                rows += [
+                    {**r, "t1_nrmse": float(r["t1_nrmse"]), "t1_mae": float(r["t1_mae"])}
+                    for r in csv.DictReader(open(path))
+                ]
+        if rows:
+            written.append(plot_distributions(folder / figure, rows))
+    return written
+
+
+def run_comparison(
+    comparison: Comparison, out: str | Path, only: tuple[str, ...] = ()
+) -> list[dict]:
+    """Train and evaluate every method not yet done (or only those in ``only``).
+
+    Returns the summaries of everything done so far, after rewriting the table and figures.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [m.name for m in comparison.methods]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise ValueError(f"--only names unknown methods {unknown}; the file has {names}")
+    summaries: dict[str, dict] = {}
+
+    def refresh() -> list[dict]:
+        ordered = [summaries[n] for n in names if n in summaries]
+        ordered += [s for n, s in summaries.items() if n not in names]
+        if ordered:
+            table = comparison.results or out / "compare.csv"
+            write_table(ordered, table)
+            plot_comparison(out, ordered, table.with_suffix(""))
+        return ordered
+
+    taus = {}
+    for entry in comparison.methods:
+        done = out / entry.name / "result.json"
+        config = comparison.experiment(entry)
+        taus[len(config.data.tau)] = config
+        if done.is_file():
+            summaries[entry.name] = json.loads(done.read_text())
+        elif not only or entry.name in only:
+            print(f"[{comparison.name}] training and evaluating {entry.name}")
+            summaries[entry.name] = _run_method(entry, comparison, out)
+            refresh()
+    for i, config in enumerate(taus.values()):
+        for name in comparison.references:
+            summary = _run_reference(name, config, comparison, out, main=i == 0)
+            summaries[summary["method"]] = summary
+    return refresh()

@@ -1,0 +1,109 @@
+"""pinqi compare: methods trained alike, one test set, a restartable table."""
+
+import csv
+
+import pytest
+import yaml
+
+from pinqi.cli import main
+from pinqi.evaluation.compare import COLUMNS, Comparison
+
+TINY = {
+    "name": "tiny",
+    "data": {"size": 16, "n_coils": 4, "acceleration": 2.0, "tau": [0.5, 1.0, 2.0]},
+    "model": {
+        "iterations": 1,
+        "image_features": [8, 16],
+        "parameter_features": [8, 16],
+        "image_norm_groups": 4,
+        "parameter_norm_groups": 4,
+        "cg_iterations": 3,
+        "fit_iterations": 3,
+    },
+    "optim": {
+        "samples_per_epoch": 4,
+        "val_samples": 2,
+        "warmup_steps": 1,
+        "num_workers": 0,
+        "accelerator": "cpu",
+        "devices": 1,
+        "pretrain_epochs": 1,
+    },
+}
+
+
+@pytest.fixture
+def comparison(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    spec = {
+        "name": "tiny-compare",
+        "results": str(tmp_path / "table.csv"),
+        "test": {"n_samples": 3, "seed": 5},
+        "budget": {"max_steps": 3, "batch_size": 2},
+        "references": ["cg-sense-fit"],
+        "methods": {
+            "pinqi": {"preset": "tiny.yaml"},
+            "mantis": {
+                "preset": "tiny.yaml",
+                "set": ["method.name=mantis", "method.features=[8,16]", "method.norm_groups=4"],
+            },
+            "ablation-no-solver": {
+                "preset": "tiny.yaml",
+                "group": "ablation",
+                "set": ["model.use_signal_fit=false"],
+            },
+        },
+    }
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_compare_trains_each_method_once_and_tabulates(tmp_path, comparison, monkeypatch):
+    main(["compare", "--config", str(comparison), "--out", str(tmp_path / "work")])
+    rows = list(csv.DictReader(open(tmp_path / "table.csv")))
+    assert tuple(rows[0]) == COLUMNS
+    assert [r["method"] for r in rows] == ["pinqi", "mantis", "ablation-no-solver", "cg-sense-fit"]
+    by_name = {r["method"]: r for r in rows}
+    assert int(by_name["pinqi"]["n_params"]) > 0 and int(by_name["cg-sense-fit"]["n_params"]) == 0
+    assert by_name["mantis"]["training_samples"] == "6"  # the budget: 3 steps of 2
+    assert float(by_name["pinqi"]["t1_nrmse_mean"]) > 0
+    assert (tmp_path / "table.md").is_file() and (tmp_path / "table" / "fig5_methods.png").is_file()
+    # restartable: a second run trains nothing
+    import pinqi.training.run as run
+
+    monkeypatch.setattr(run, "train", lambda *a, **k: pytest.fail("retrained a finished method"))
+    main(["compare", "--config", str(comparison), "--out", str(tmp_path / "work")])
+
+
+def test_each_entry_differs_from_its_preset_only_where_it_says():
+    comparison = Comparison.from_yaml("configs/compare/cpu.yaml")
+    for entry in comparison.methods:
+        config = comparison.experiment(entry).to_dict()
+        base = Comparison(name="x", methods=(), budget=comparison.budget, common=comparison.common)
+        plain = base.experiment(type(entry)(entry.name, entry.preset)).to_dict()
+        changed = {
+            f"{section}.{key}"
+            for section in config
+            if isinstance(config[section], dict)
+            for key in config[section]
+            if config[section][key] != plain[section][key]
+        }
+        listed = {item.partition("=")[0] for item in entry.overrides}
+        assert changed <= listed, entry.name  # nothing changes that the entry does not name
+        assert bool(changed) == (entry.name not in ("pinqi", "ablation-pinqi")), entry.name
+    names = [e.name for e in comparison.methods]
+    assert {"pinqi", "mantis", "deept1", "dopamine"} <= set(names)
+    assert sum(e.group == "ablation" for e in comparison.methods) == 8
+
+
+def test_comparison_file_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"methods": {"x": {"set": []}}}))
+    with pytest.raises(ValueError, match="needs 'preset'"):
+        Comparison.from_yaml(path)
+    path.write_text(
+        yaml.safe_dump({"methods": {"x": {"preset": "p.yaml"}}, "references": ["moba"]})
+    )
+    with pytest.raises(ValueError, match="unknown references"):
+        Comparison.from_yaml(path)
