@@ -190,6 +190,15 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def _training_samples(config: ExperimentConfig) -> int:
+    """Samples a run trains on: its steps (max_epochs or max_steps, whichever ends it) x batch."""
+    optim = config.optim
+    steps = optim.max_epochs * max(1, optim.samples_per_epoch // optim.batch_size)
+    if optim.max_steps > 0:
+        steps = min(steps, optim.max_steps)
+    return steps * optim.batch_size
+
+
 def _run_method(entry: MethodEntry, comparison: Comparison, out: Path) -> dict:
     """Train (or resume) one method, evaluate it on its test set, store its result."""
     from pinqi.evaluation.evaluate import reconstruct_all
@@ -210,14 +219,13 @@ def _run_method(entry: MethodEntry, comparison: Comparison, out: Path) -> dict:
     result = reconstruct_all(model, dataset, 4, baseline=False, progress=False)
     rows = _rows(entry.name, result.maps["PINQI"], dataset)
     _write_rows(folder / "metrics.csv", rows)
-    optim = config.optim
     summary = {"method": entry.name, "group": entry.group, "n_tau": len(config.data.tau)}
     summary |= _summary(
         rows,
         n_params=count_parameters(model),
         train_minutes=seconds / 60,
         inference_seconds_per_slice=result.seconds["PINQI"] / len(dataset),
-        training_samples=optim.max_steps * optim.batch_size,
+        training_samples=_training_samples(config),
     )
     (folder / "result.json").write_text(json.dumps(summary, indent=2))
     return summary
