@@ -109,3 +109,8 @@ def test_comparison_file_errors(tmp_path):
     )
     with pytest.raises(ValueError, match="unknown references"):
         Comparison.from_yaml(path)
+
+
+def test_info_shows_any_method(capsys):
+    main(["info", "--config", "configs/cpu.yaml", "--set", "method.name=mantis"])
+    assert "MANTIS" in capsys.readouterr().out

@@ -84,7 +84,7 @@ def _info(args: argparse.Namespace) -> None:
     from pinqi.config import ExperimentConfig
     from pinqi.nets.methods import build_network, count_parameters
 
-    config = ExperimentConfig.from_yaml(args.config)
+    config = ExperimentConfig.from_yaml(args.config).with_overrides(args.set or [])
     model = build_network(config.method, config.model, config.data.signal_model, config.data.tau)
     paper = {"image_net": 597_323, "parameter_net": 2_235_308}
     if config.method.name == "pinqi":
@@ -689,6 +689,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="print the model's subnetworks and parameter counts")
     info.add_argument("--config", type=Path, required=True, help="YAML preset")
+    info.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a preset value, e.g. --set method.name=dopamine (repeatable)",
+    )
     info.set_defaults(run=_info)
     return parser
 
