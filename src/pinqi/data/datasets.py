@@ -25,6 +25,7 @@ from pinqi.data.simulation import ORIENTATION_AXES, SimulationConfig, simulate
 from pinqi.data.strips import readout_strip, strip_start
 from pinqi.io.grid import SourceGrid
 from pinqi.io.nifti import simulation_grid
+from pinqi.io.staging import staged_file
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -299,14 +300,14 @@ def write_h5(
     samples have it (real data has no ``params`` or ``brain_mask``); attributes ``config``
     (JSON), ``seed``, ``split``, ``epoch``, ``pinqi_version``, ``conventions`` and any
     ``attributes``. ``dataset`` is any sequence of samples with a ``config``. Samples are
-    compressed (LZF) one per chunk.
+    compressed (LZF) one per chunk. The file appears complete or not at all
+    (:func:`~pinqi.io.staging.staged_file`).
     """
     from tqdm.auto import tqdm
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
-    with h5py.File(path, "w") as f:
+    with staged_file(path) as staging, h5py.File(staging, "w") as f:
         fields: list[str] = []
         for i in tqdm(range(n), desc=f"writing {path.name}", disable=not progress):
             sample = dataset[i]

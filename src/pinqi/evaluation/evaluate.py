@@ -27,6 +27,7 @@ from pinqi.evaluation.consistency import (
 from pinqi.evaluation.metrics import MIN_R1, parameter_metrics, t1_from_r1
 from pinqi.io.checkpoints import load_model
 from pinqi.io.grid import SourceGrid
+from pinqi.io.staging import staged_folder
 from pinqi.nets.pinqi import PINQI
 from pinqi.physics import CartesianAcquisition
 from pinqi.solvers import ConvergenceWarning
@@ -417,15 +418,11 @@ def reconstruct(
     :class:`~pinqi.evaluation.consistency.OutOfDistributionWarning` names the slices where
     PINQI explains the data much worse than the baseline.
     """
-    from pinqi.evaluation.figures import plot_parameter_maps
-    from pinqi.io.nifti import write_maps
-
     device = resolve_device(device)
     model, trained = load_model(checkpoint, map_location=str(device))
     dataset = H5Dataset(data)
     check_protocol(model, trained.data.signal_model, dataset, Path(data), allow_other_protocol)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    grid = _input_grid(dataset, data) if input_grid else None  # errors before the work
     result = reconstruct_all(model, dataset, batch_size, baseline=check, device=device)
     print(result.timing())
     if check:
@@ -435,6 +432,23 @@ def reconstruct(
             f"median {float(ratio.median()):.2f}, max {float(ratio.max()):.2f}"
         )
         warn_if_inconsistent(ratio, residual_ratio_limit(checkpoint))
+    with staged_folder(out) as staging:
+        _write_reconstruction(staging, checkpoint, dataset, result, check, grid)
+    return Path(out)
+
+
+def _write_reconstruction(
+    out: Path,
+    checkpoint: str | Path,
+    dataset: H5Dataset,
+    result: Reconstructions,
+    check: bool,
+    input_grid: SourceGrid | None,
+) -> None:
+    """The files of :func:`reconstruct` in ``out``."""
+    from pinqi.evaluation.figures import plot_parameter_maps
+    from pinqi.io.nifti import write_maps
+
     params = result.maps["PINQI"]
     t1 = t1_from_r1(params[:, -1]).numpy()
     m0 = torch.complex(params[:, 0], params[:, 1]).numpy()
@@ -462,8 +476,7 @@ def reconstruct(
         maps,
         dataset.output_grid(),
         f"pinqi reconstruct, delays {delays} s",
-        _input_grid(dataset, data) if input_grid else None,
+        input_grid,
     )
     for i in range(len(params)):
         plot_parameter_maps(out / f"sample{i:03d}.png", params[i])
-    return out

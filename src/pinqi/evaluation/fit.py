@@ -63,6 +63,7 @@ def fit_file(
     from pinqi.evaluation.evaluate import resolve_device
     from pinqi.evaluation.metrics import t1_from_r1
     from pinqi.io.nifti import write_maps
+    from pinqi.io.staging import staged_folder
 
     device = resolve_device(device)
     data, out = Path(data), Path(out)
@@ -78,17 +79,18 @@ def fit_file(
         tau = torch.from_numpy(f["tau"][()]).double()
     model = signal_model(model_name, tau).to(device)
     params = fit_images(model, combine(kspace, coil_maps, mask)).cpu()
-    out.mkdir(parents=True, exist_ok=True)
     t1 = t1_from_r1(params[:, -1]).numpy()
     m0 = torch.complex(params[:, 0], params[:, 1]).numpy()
-    with h5py.File(out / "params.h5", "w") as f:
-        f["params"] = params.numpy()
-        f["t1"] = t1
-        f.attrs["model"] = model_name
-        f.attrs["parameter_names"] = list(model.parameter_names)
     # the grid and intensity of pinqi reconstruct on the same file
     dataset = H5Dataset(data)
     delays = ",".join(f"{v:g}" for v in tau.tolist())
     maps = {"t1": t1, "m0": np.abs(m0) * dataset.intensity_scale}
-    write_maps(out, maps, dataset.output_grid(), f"pinqi fit {model_name}, delays {delays} s")
+    with staged_folder(out) as staging:
+        with h5py.File(staging / "params.h5", "w") as f:
+            f["params"] = params.numpy()
+            f["t1"] = t1
+            f.attrs["model"] = model_name
+            f.attrs["parameter_names"] = list(model.parameter_names)
+        method = f"pinqi fit {model_name}, delays {delays} s"
+        write_maps(staging, maps, dataset.output_grid(), method)
     return out

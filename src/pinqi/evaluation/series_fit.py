@@ -10,9 +10,6 @@ data have no null and are fitted as real data with the complex model.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from pinqi.evaluation.fit import fit_images
 from pinqi.evaluation.magnitude import fit_magnitude_recovery
 from pinqi.evaluation.metrics import t1_from_r1
 from pinqi.io.series import ImageSeries
+from pinqi.io.staging import staged_folder
 from pinqi.physics import SIGNAL_MODELS, signal_model
 
 #: Models of ``pinqi fit --images``: the signal models plus the Look-Locker correction.
@@ -213,14 +211,10 @@ def write_series_maps(result: SeriesMaps, series: ImageSeries, model_name: str, 
 
     Files: ``<name>.nii.gz`` per map (description and unit in the header's ``descrip``),
     ``mask.nii.gz`` and ``at_bound.nii.gz`` (uint8), ``params.h5`` (every map, the mask, the
-    flags and the provenance as attributes). Everything is written into a temporary folder
-    beside ``out`` first and moved in only when complete, so a failure leaves no
-    half-written output.
+    flags and the provenance as attributes). Written through
+    :func:`~pinqi.io.staging.staged_folder`: a failure leaves no half-written output.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_folder(out) as staging:
         for name, values in result.maps.items():
             header = f"pinqi fit {model_name}: {DESCRIPTIONS[name]} [{UNITS[name]}]"
             _save(staging / f"{name}.nii.gz", values, series.affine, header)
@@ -228,12 +222,7 @@ def write_series_maps(result: SeriesMaps, series: ImageSeries, model_name: str, 
             flags = getattr(result, name).astype(np.uint8)
             _save(staging / f"{name}.nii.gz", flags, series.affine, f"pinqi fit {name}")
         _write_h5(staging / "params.h5", result, series, model_name)
-        out.mkdir(exist_ok=True)
-        for file in staging.iterdir():
-            os.replace(file, out / file.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
+    return Path(out)
 
 
 def _write_h5(path: Path, result: SeriesMaps, series: ImageSeries, model_name: str) -> None:
