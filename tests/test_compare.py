@@ -74,6 +74,28 @@ def test_compare_trains_each_method_once_and_tabulates(tmp_path, comparison, mon
 
     monkeypatch.setattr(run, "train", lambda *a, **k: pytest.fail("retrained a finished method"))
     main(["compare", "--config", str(comparison), "--out", str(tmp_path / "work")])
+    # on another machine: the run folders are gone, the rows kept beside the table are not
+    import shutil
+
+    shutil.rmtree(tmp_path / "work")
+    assert sorted(p.name for p in (tmp_path / "table" / "rows").glob("*.json")) == [
+        "ablation-no-solver.json",
+        "cg-sense-fit.json",
+        "mantis.json",
+        "pinqi.json",
+    ]
+    main(["compare", "--config", str(comparison), "--out", str(tmp_path / "work")])
+    again = list(csv.DictReader(open(tmp_path / "table.csv")))
+    assert [r["t1_nrmse_mean"] for r in again] == [r["t1_nrmse_mean"] for r in rows]
+
+
+def test_table_only_trains_nothing(tmp_path, comparison, monkeypatch):
+    import pinqi.training.run as run
+
+    monkeypatch.setattr(run, "train", lambda *a, **k: pytest.fail("trained with --table-only"))
+    main(["compare", "--config", str(comparison), "--out", str(tmp_path / "w"), "--table-only"])
+    rows = list(csv.DictReader(open(tmp_path / "table.csv")))
+    assert [r["method"] for r in rows] == ["cg-sense-fit"]  # only the reference so far
 
 
 @pytest.mark.parametrize("name", ["cpu", "paper"])

@@ -75,7 +75,7 @@ def _compare(args: argparse.Namespace) -> None:
     comparison = Comparison.from_yaml(args.config)
     only = tuple(n.strip() for n in args.only.split(",")) if args.only else ()
     out = args.out or Path("runs") / comparison.name
-    summaries = run_comparison(comparison, out, only)
+    summaries = run_comparison(comparison, out, only, train_methods=not args.table_only)
     table = comparison.results or out / "compare.csv"
     print(f"{len(summaries)} rows in {table} and {table.with_suffix('.md')}")
 
@@ -544,6 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--only", help="comma-separated method names to run now (default: all not yet done)"
+    )
+    compare.add_argument(
+        "--table-only",
+        action="store_true",
+        help="train nothing: rebuild the table and figures from the methods done so far",
     )
     compare.set_defaults(run=_compare)
 

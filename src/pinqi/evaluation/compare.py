@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -243,7 +244,7 @@ def _run_reference(
 
     n_tau = len(config.data.tau)
     label = name if main else f"{name} ({n_tau} delays)"
-    folder = out / label.replace(" ", "_").replace("(", "").replace(")", "")
+    folder = out / _folder_name(label)
     done = folder / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -307,8 +308,7 @@ def plot_comparison(out: Path, summaries: list[dict], folder: Path) -> list[Path
         for s in summaries:
             if s["n_tau"] not in delays or s["group"] not in (group, "reference"):
                 continue
-            name = s["method"].replace(" ", "_").replace("(", "").replace(")", "")
-            path = out / name / "metrics.csv"
+            path = out / _folder_name(s["method"]) / "metrics.csv"
             if path.is_file():
                 rows += [
                     {**r, "t1_nrmse": float(r["t1_nrmse"]), "t1_mae": float(r["t1_mae"])}
@@ -319,10 +319,45 @@ def plot_comparison(out: Path, summaries: list[dict], folder: Path) -> list[Path
     return written
 
 
+def _folder_name(method: str) -> str:
+    """The working folder of a table row (reference rows carry spaces and parentheses)."""
+    return method.replace(" ", "_").replace("(", "").replace(")", "")
+
+
+def _archive(out: Path, archive: Path, folder: str) -> None:
+    """Copy a finished row's ``result.json`` and ``metrics.csv`` beside the table."""
+    archive.mkdir(parents=True, exist_ok=True)
+    for name, suffix in (("result.json", ".json"), ("metrics.csv", ".csv")):
+        source = out / folder / name
+        if source.is_file():
+            shutil.copyfile(source, archive / f"{folder}{suffix}")
+
+
+def _restore(out: Path, archive: Path, folder: str) -> bool:
+    """Bring an archived row back into ``out`` (a new machine, the run folders lost)."""
+    if (out / folder / "result.json").is_file():
+        return True
+    if not (archive / f"{folder}.json").is_file():
+        return False
+    (out / folder).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(archive / f"{folder}.json", out / folder / "result.json")
+    if (archive / f"{folder}.csv").is_file():
+        shutil.copyfile(archive / f"{folder}.csv", out / folder / "metrics.csv")
+    return True
+
+
 def run_comparison(
-    comparison: Comparison, out: str | Path, only: tuple[str, ...] = ()
+    comparison: Comparison,
+    out: str | Path,
+    only: tuple[str, ...] = (),
+    train_methods: bool = True,
 ) -> list[dict]:
     """Train and evaluate every method not yet done (or only those in ``only``).
+
+    Finished rows are also kept beside the table (``<results without suffix>/rows/``, small
+    files meant to be committed), so that a comparison continues on another machine without
+    its run folders. With ``train_methods=False`` nothing is trained: the table and figures
+    are rebuilt from the rows done so far (the references are still evaluated).
 
     Returns the summaries of everything done so far, after rewriting the table and figures.
     """
@@ -332,30 +367,34 @@ def run_comparison(
     unknown = sorted(set(only) - set(names))
     if unknown:
         raise ValueError(f"--only names unknown methods {unknown}; the file has {names}")
+    table = comparison.results or out / "compare.csv"
+    archive = table.with_suffix("") / "rows"
     summaries: dict[str, dict] = {}
 
     def refresh() -> list[dict]:
         ordered = [summaries[n] for n in names if n in summaries]
         ordered += [s for n, s in summaries.items() if n not in names]
         if ordered:
-            table = comparison.results or out / "compare.csv"
+            for summary in ordered:
+                _archive(out, archive, _folder_name(summary["method"]))
             write_table(ordered, table)
             plot_comparison(out, ordered, table.with_suffix(""))
         return ordered
 
     taus = {}
     for entry in comparison.methods:
-        done = out / entry.name / "result.json"
         config = comparison.experiment(entry)
         taus[len(config.data.tau)] = config
-        if done.is_file():
-            summaries[entry.name] = json.loads(done.read_text())
-        elif not only or entry.name in only:
+        if _restore(out, archive, entry.name):
+            summaries[entry.name] = json.loads((out / entry.name / "result.json").read_text())
+        elif train_methods and (not only or entry.name in only):
             print(f"[{comparison.name}] training and evaluating {entry.name}")
             summaries[entry.name] = _run_method(entry, comparison, out)
             refresh()
     for i, config in enumerate(taus.values()):
         for name in comparison.references:
+            label = name if i == 0 else f"{name} ({len(config.data.tau)} delays)"
+            _restore(out, archive, _folder_name(label))
             summary = _run_reference(name, config, comparison, out, main=i == 0)
             summaries[summary["method"]] = summary
     return refresh()
