@@ -20,13 +20,13 @@ from pinqi.nets.pinqi import (
     LAMBDA_BETA,
     PINQIConfig,
     PINQIOutput,
+    cascade,
     cg_initial_images,
     checked_inputs,
     inverse_softplus,
 )
 from pinqi.nets.unet import UNet
 from pinqi.physics import CartesianAcquisition, SignalModel
-from pinqi.solvers.data_consistency import solve_data_consistency
 
 
 class RecurrentRegulariser(nn.Module):
@@ -92,24 +92,16 @@ class DeepT1(nn.Module):
         """y_0 and the images of every cascade, complex ``(batch, n_tau, H, W)``."""
         config = self.model_config
         y = cg_initial_images(acquisition, kspace, config.cg_init_iterations)
-        images, hidden = [y], None
-        strengths = F.softplus(self.raw_lambda, beta=LAMBDA_BETA).to(kspace.real.dtype)
-        batch, n_tau = y.shape[:2]
-        for strength in strengths:
-            x = torch.cat([y.real, y.imag], 1)
-            update, hidden = self.regulariser(x, hidden)
-            prior = y + torch.complex(update[:, :n_tau], update[:, n_tau:])
-            y, _ = solve_data_consistency(
-                acquisition,
-                kspace,
-                [strength.expand(batch)],
-                [prior],
-                max_iter=config.cg_iterations,
-                tol=1e-10 if kspace.dtype == torch.complex128 else 1e-5,
-                x0=y,
-            )
-            images.append(y)
-        return images
+        n_tau = y.shape[1]
+        hidden = None
+
+        def prior_of(y: torch.Tensor, iteration: int) -> torch.Tensor:
+            nonlocal hidden
+            update, hidden = self.regulariser(torch.cat([y.real, y.imag], 1), hidden)
+            return y + torch.complex(update[:, :n_tau], update[:, n_tau:])
+
+        strengths = F.softplus(self.raw_lambda, beta=LAMBDA_BETA)
+        return cascade(acquisition, kspace, y, strengths, prior_of, config.cg_iterations)
 
     def parameters_of(self, magnitude: torch.Tensor) -> torch.Tensor:
         """The parameter UNet: magnitudes ``(batch, n_tau, H, W)`` -> (|M0|, 0, R1)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import get_args
 
@@ -97,6 +97,40 @@ def cg_initial_images(
     adjoint = acquisition.adjoint(kspace)
     y, _ = conjugate_gradient(acquisition.gram, adjoint, adjoint, max_iter=iterations, tol=0.0)
     return y
+
+
+def data_consistency_tolerance(dtype: torch.dtype) -> float:
+    """The CG layers' relative tolerance in a network: 1e-10 in complex128, else 1e-5."""
+    return 1e-10 if dtype == torch.complex128 else 1e-5
+
+
+def cascade(
+    acquisition: CartesianAcquisition,
+    kspace: torch.Tensor,
+    y0: torch.Tensor,
+    strengths: torch.Tensor,
+    prior_of: Callable[[torch.Tensor, int], torch.Tensor],
+    max_iter: int,
+) -> list[torch.Tensor]:
+    """An unrolled image reconstruction: y_0 and y_i for i = 1..len(strengths).
+
+    y_i = argmin ||A y - k||^2 + lambda_i ||y - prior_of(y_{i-1}, i)||^2 (the CG layer, warm
+    started at y_{i-1}), with ``prior_of`` a learned regulariser's image.
+    """
+    y, images = y0, [y0]
+    batch = len(kspace)
+    for i, strength in enumerate(strengths.to(kspace.real.dtype)):
+        y, _ = solve_data_consistency(
+            acquisition,
+            kspace,
+            [strength.expand(batch)],
+            [prior_of(y, i + 1)],
+            max_iter=max_iter,
+            tol=data_consistency_tolerance(kspace.dtype),
+            x0=y,
+        )
+        images.append(y)
+    return images
 
 
 @dataclass(frozen=True)
@@ -377,7 +411,7 @@ class PINQI(nn.Module):
                 lambdas,
                 priors,
                 max_iter=config.cg_iterations,
-                tol=1e-10 if kspace.dtype == torch.complex128 else 1e-5,
+                tol=data_consistency_tolerance(kspace.dtype),
                 x0=y,
             )
             out.cg_infos.append(cg_info)

@@ -23,6 +23,7 @@ from pinqi.nets.pinqi import (
     PINQIConfig,
     PINQIOutput,
     box_output,
+    cascade,
     cg_initial_images,
     channels_to_complex,
     checked_inputs,
@@ -31,7 +32,6 @@ from pinqi.nets.pinqi import (
 )
 from pinqi.nets.unet import UNet
 from pinqi.physics import CartesianAcquisition, SignalModel
-from pinqi.solvers.data_consistency import solve_data_consistency
 from pinqi.solvers.signal_fit import solve_signal_fit
 
 #: Strength of the fit's weak pull towards its start (|M0| of the last frame, R1 = 1 1/s),
@@ -69,24 +69,13 @@ class UnrolledReconstruction(nn.Module):
         """y_0 (a few CG iterations) and the images of every cascade, ``(batch, n_tau, H, W)``."""
         config = self.model_config
         y = cg_initial_images(acquisition, kspace, config.cg_init_iterations)
-        images = [y]
-        strengths = F.softplus(self.raw_lambda_y, beta=LAMBDA_BETA).to(kspace.real.dtype)
-        batch = len(kspace)
-        for i, strength in enumerate(strengths):
+
+        def prior_of(y: torch.Tensor, iteration: int) -> torch.Tensor:
             x = complex_to_channels(y)
-            iteration = x.new_full((batch,), float(i + 1))
-            prior = y + channels_to_complex(self.image_net(x, iteration))
-            y, _ = solve_data_consistency(
-                acquisition,
-                kspace,
-                [strength.expand(batch)],
-                [prior],
-                max_iter=config.cg_iterations,
-                tol=1e-10 if kspace.dtype == torch.complex128 else 1e-5,
-                x0=y,
-            )
-            images.append(y)
-        return images
+            return y + channels_to_complex(self.image_net(x, x.new_full((len(x),), iteration)))
+
+        strengths = F.softplus(self.raw_lambda_y, beta=LAMBDA_BETA)
+        return cascade(acquisition, kspace, y, strengths, prior_of, config.cg_iterations)
 
 
 class UnrolledUNet(UnrolledReconstruction):
