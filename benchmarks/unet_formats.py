@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 
 import torch
-from _measure import machine
 
 from pinqi.nets.unet import UNet
+
+from _measure import machine
 
 
 def seconds(net, x, iteration, memory_format=None, compiled=False, repeats=5) -> float:
