@@ -25,16 +25,19 @@ MODELS = {
     "BrainWeb": "runs/cpu-brainweb/checkpoints/last.ckpt",
 }
 #: (model, set) -> metrics.csv of pinqi evaluate
+PHANTOM, BRAINWEB = "phantom (shipped)", "BrainWeb"
 SETS = {
-    ("phantom (shipped)", "phantom test, 32 slices (in distribution)"): "residual-check/phantom-model-test-cpu/metrics.csv",
-    ("phantom (shipped)", "BrainWeb test, 32 slices"): "residual-check/phantom-model-test-bw96/metrics.csv",
-    ("phantom (shipped)", "uniform phantoms T1 0.25 s, 16"): "ood/uniform_t1_0.25_cpu-phantom-model.csv",
-    ("phantom (shipped)", "uniform phantoms T1 3 s, 16"): "ood/uniform_t1_3_cpu-phantom-model.csv",
-    ("phantom (shipped)", "BrainWeb T1 x 1.3, 16"): "ood/bw96_t1x1.3_cpu-phantom-model.csv",
-    ("BrainWeb", "BrainWeb test, 32 slices (in distribution)"): "cpu-brainweb-model/metrics.csv",
-    ("BrainWeb", "uniform phantoms T1 0.25 s, 16"): "ood/uniform_t1_0.25/metrics.csv",
-    ("BrainWeb", "uniform phantoms T1 3 s, 16"): "ood/uniform_t1_3/metrics.csv",
-    ("BrainWeb", "BrainWeb T1 x 1.3, 16"): "ood/bw96_t1x1.3/metrics.csv",
+    (PHANTOM, "phantom test, 32 slices (in distribution)"): (
+        "residual-check/phantom-model-test-cpu/metrics.csv"
+    ),
+    (PHANTOM, "BrainWeb test, 32 slices"): "residual-check/phantom-model-test-bw96/metrics.csv",
+    (PHANTOM, "uniform phantoms T1 0.25 s, 16"): "ood/uniform_t1_0.25_cpu-phantom-model.csv",
+    (PHANTOM, "uniform phantoms T1 3 s, 16"): "ood/uniform_t1_3_cpu-phantom-model.csv",
+    (PHANTOM, "BrainWeb T1 x 1.3, 16"): "ood/bw96_t1x1.3_cpu-phantom-model.csv",
+    (BRAINWEB, "BrainWeb test, 32 slices (in distribution)"): "cpu-brainweb-model/metrics.csv",
+    (BRAINWEB, "uniform phantoms T1 0.25 s, 16"): "ood/uniform_t1_0.25/metrics.csv",
+    (BRAINWEB, "uniform phantoms T1 3 s, 16"): "ood/uniform_t1_3/metrics.csv",
+    (BRAINWEB, "BrainWeb T1 x 1.3, 16"): "ood/bw96_t1x1.3/metrics.csv",
 }
 
 
