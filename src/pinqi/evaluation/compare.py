@@ -27,6 +27,7 @@ import yaml
 
 from pinqi.config import ExperimentConfig
 from pinqi.data.datasets import H5Dataset, SimulatedDataset, write_h5
+from pinqi.evaluation.bart import BART_INSTALL_HINT
 from pinqi.evaluation.baseline import cg_sense_fit
 from pinqi.evaluation.metrics import parameter_metrics
 from pinqi.nets.methods import count_parameters
@@ -391,8 +392,12 @@ def run_comparison(
             print(f"[{comparison.name}] training and evaluating {entry.name}")
             summaries[entry.name] = _run_method(entry, comparison, out)
             refresh()
+    references = list(comparison.references)
+    if "bart-pics" in references and shutil.which("bart") is None:
+        print(f"[{comparison.name}] bart is not installed: no bart-pics rows ({BART_INSTALL_HINT})")
+        references.remove("bart-pics")
     for i, config in enumerate(taus.values()):
-        for name in comparison.references:
+        for name in references:
             label = name if i == 0 else f"{name} ({len(config.data.tau)} delays)"
             _restore(out, archive, _folder_name(label))
             summary = _run_reference(name, config, comparison, out, main=i == 0)
