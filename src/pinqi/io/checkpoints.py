@@ -16,10 +16,15 @@ from pinqi.nets.methods import build_network
 DEFAULT_MODEL = "default"
 
 #: Models shipped with the package: ``--checkpoint NAME`` -> file in ``pinqi/weights``.
-#: Both names are the model trained with ``configs/cpu.yaml`` (built-in phantom only; the
-#: BrainWeb preset's model was not better on validation, docs/results.md); each file has a
-#: model card ``<file>.json``.
-SHIPPED_MODELS = {DEFAULT_MODEL: "pinqi-cpu.pt", "cpu-phantom": "pinqi-cpu.pt"}
+#: ``default`` (= ``cpu-brainweb``) is the BrainWeb preset trained on the paper's data, the
+#: ``pinqi`` row of ``configs/compare/cpu.yaml``, chosen on the BrainWeb validation slices;
+#: ``cpu-phantom`` is trained with ``configs/cpu.yaml`` on the built-in phantom only. Each file
+#: has a model card ``<file>.json`` (docs/results.md).
+SHIPPED_MODELS = {
+    DEFAULT_MODEL: "pinqi-cpu-brainweb.pt",
+    "cpu-brainweb": "pinqi-cpu-brainweb.pt",
+    "cpu-phantom": "pinqi-cpu.pt",
+}
 
 
 def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
@@ -42,7 +47,7 @@ def load_model(
     checkpoint
         A Lightning checkpoint (``.ckpt``) written by ``pinqi train``, a model file written by
         :func:`export_model`, or the name of a shipped model (:data:`SHIPPED_MODELS`:
-        ``"default"``, ``"cpu-phantom"``).
+        ``"default"``, ``"cpu-brainweb"``, ``"cpu-phantom"``).
     map_location
         Device to load onto.
     """
