@@ -85,3 +85,22 @@ def test_errors_name_the_problem():
     op = CartesianAcquisition(coils, mask)
     with pytest.raises(ValueError, match=r"kspace has shape .* \(batch, n_tau, n_coils, H, W\)"):
         op.check_kspace("kspace", torch.zeros(2, 3, 4, 8, 7, dtype=torch.complex128))
+
+
+@pytest.mark.parametrize("full_mask", [False, True])
+def test_all_frames_at_once_equals_frame_by_frame(full_mask):
+    """The batched path (taken on GPUs) gives what the CPU's frame-by-frame path gives."""
+    coils, mask = small_acquisition(batch=2)
+    if full_mask:
+        mask = torch.rand(2, mask.shape[1], 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5
+    per_frame = CartesianAcquisition(coils, mask)
+    at_once = CartesianAcquisition(coils, mask)
+    at_once.frames_at_once = True
+    y = random_complex(2, mask.shape[1], 8, 8, dtype=coils.dtype, seed=2)
+    g = random_complex(2, mask.shape[1], 8, 8, dtype=coils.dtype, seed=3)
+    k = per_frame.forward(random_complex(2, mask.shape[1], 8, 8, dtype=coils.dtype, seed=4))
+    for name, args in (("forward", (y,)), ("adjoint", (k,)), ("gram", (y,))):
+        torch.testing.assert_close(getattr(at_once, name)(*args), getattr(per_frame, name)(*args))
+    torch.testing.assert_close(
+        at_once.coil_map_gradient(y, g, k), per_frame.coil_map_gradient(y, g, k)
+    )

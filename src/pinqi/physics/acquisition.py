@@ -88,6 +88,8 @@ class CartesianAcquisition:
         self.image_shape = (batch, mask.shape[1], height, width)
         self.lines_along_w = mask.shape[-2] == 1
         self._gram_mask = torch.fft.ifftshift(mask, dim=(-2, -1))
+        #: Process all frames in one batched call also on the CPU (the path of GPUs).
+        self.frames_at_once = False
 
     @classmethod
     def unchecked(cls, coil_maps: torch.Tensor, mask: torch.Tensor) -> CartesianAcquisition:
@@ -136,11 +138,13 @@ class CartesianAcquisition:
         """Apply ``frame_op(coil_maps, mask, *xs)`` per frame of ``xs`` ``(batch, n_tau, ...)``.
 
         On the CPU the frames are processed one at a time, which keeps the coil images of a
-        frame in cache and is several times faster than one batched call; elsewhere the whole
-        batch goes through ``frame_op`` at once.
+        frame in cache and is several times faster than one batched call; elsewhere (or with
+        :attr:`frames_at_once`) the whole batch goes through ``frame_op`` at once, with
+        coil maps ``(batch, 1, n_coils, H, W)`` and the mask ``(batch, n_tau, H or 1, W)``
+        broadcast like one frame's.
         """
-        if xs[0].device.type != "cpu":
-            return frame_op(self.coil_maps.unsqueeze(1), mask.unsqueeze(2), *xs)
+        if self.frames_at_once or xs[0].device.type != "cpu":
+            return frame_op(self.coil_maps.unsqueeze(1), mask, *xs)
         batch, n_tau = xs[0].shape[:2]
         frames = [
             frame_op(
