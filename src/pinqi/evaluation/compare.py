@@ -246,7 +246,7 @@ def _run_reference(
     from pinqi.evaluation.bart import BartConfig, bart_pics_fit
 
     n_tau = len(config.data.tau)
-    label = name if main else f"{name} ({n_tau} delays)"
+    label = _reference_label(name, n_tau, main)
     folder = out / _folder_name(label)
     done = folder / "result.json"
     if done.is_file():
@@ -320,6 +320,11 @@ def plot_comparison(out: Path, summaries: list[dict], folder: Path) -> list[Path
         if rows:
             written.append(plot_distributions(folder / figure, rows))
     return written
+
+
+def _reference_label(name: str, n_tau: int, main: bool) -> str:
+    """A reference's row: ``name`` on the first method's delays, else ``name (N delays)``."""
+    return name if main else f"{name} ({n_tau} delays)"
 
 
 def _folder_name(method: str) -> str:
@@ -400,7 +405,7 @@ def run_comparison(
         references.remove("bart-pics")
     for i, config in enumerate(taus.values()):
         for name in references:
-            label = name if i == 0 else f"{name} ({len(config.data.tau)} delays)"
+            label = _reference_label(name, len(config.data.tau), main=i == 0)
             _restore(out, archive, _folder_name(label))
             summary = _run_reference(name, config, comparison, out, main=i == 0)
             summaries[summary["method"]] = summary
