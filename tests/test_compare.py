@@ -1,8 +1,10 @@
 """pinqi compare: methods trained alike, one test set, a restartable table."""
 
 import csv
+import json
 
 import pytest
+import torch
 import yaml
 
 from pinqi.cli import main
@@ -136,3 +138,28 @@ def test_comparison_file_errors(tmp_path):
 def test_info_shows_any_method(capsys):
     main(["info", "--config", "configs/cpu.yaml", "--set", "method.name=mantis"])
     assert "MANTIS" in capsys.readouterr().out
+
+
+def test_train_on_one_machine_evaluate_on_another(tmp_path, comparison):
+    there = tmp_path / "gpu-machine"
+    train_there = ["--only", "mantis", "--train-only", "--set", "optim.num_workers=0"]
+    main(["compare", "--config", str(comparison), "--out", str(there), *train_there])
+    assert not (tmp_path / "table.csv").exists()  # nothing evaluated there
+    timing = json.loads((there / "mantis" / "train_seconds.json").read_text())
+    assert timing["trained_on"] == [f"CPU ({torch.get_num_threads()} threads)"]
+    # copied here (another absolute path): resumed without training, then evaluated
+    here = tmp_path / "here"
+    there.rename(here)
+    last = here / "mantis" / "run" / "checkpoints" / "last.ckpt"
+    steps = torch.load(last, weights_only=False)["global_step"]
+    main(["compare", "--config", str(comparison), "--out", str(here), "--only", "mantis"])
+    assert torch.load(last, weights_only=False)["global_step"] == steps
+    rows = {r["method"]: r for r in csv.DictReader(open(tmp_path / "table.csv"))}
+    assert rows["mantis"]["trained_on"] == timing["trained_on"][0]
+    assert float(rows["mantis"]["t1_nrmse_mean"]) > 0
+
+
+def test_placement_overrides_cannot_change_a_method(tmp_path, comparison):
+    with pytest.raises(SystemExit, match="may only change where its methods train"):
+        args = ["--train-only", "--set", "model.iterations=1"]
+        main(["compare", "--config", str(comparison), "--out", str(tmp_path / "w"), *args])

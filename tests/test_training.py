@@ -261,3 +261,14 @@ def test_preset_overrides_from_the_command_line(tmp_path):
 def test_bad_overrides_are_named(override, message):
     with pytest.raises(ValueError, match=message):
         ExperimentConfig.from_dict(TINY).with_overrides([override])
+
+
+def test_a_finished_run_moved_elsewhere_resumes_to_its_last_checkpoint(tmp_path):
+    # a run trained on another machine (a GPU) and copied here: resuming it trains nothing
+    # and still names its last checkpoint, so it can be evaluated where it landed
+    config = ExperimentConfig.from_dict(TINY)
+    train(config, tmp_path / "there" / "run")
+    (tmp_path / "there").rename(tmp_path / "here")
+    last = train(config, tmp_path / "here" / "run", resume="auto")
+    assert last == tmp_path / "here" / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 4

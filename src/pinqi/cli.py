@@ -75,7 +75,17 @@ def _compare(args: argparse.Namespace) -> None:
     comparison = Comparison.from_yaml(args.config)
     only = tuple(n.strip() for n in args.only.split(",")) if args.only else ()
     out = args.out or Path("runs") / comparison.name
-    summaries = run_comparison(comparison, out, only, train_methods=not args.table_only)
+    summaries = run_comparison(
+        comparison,
+        out,
+        only,
+        train_methods=not args.table_only,
+        overrides=tuple(args.set or ()),
+        train_only=args.train_only,
+    )
+    if args.train_only:
+        print(f"trained; evaluate with pinqi compare --config {args.config} --out {out}")
+        return
     table = comparison.results or out / "compare.csv"
     print(f"{len(summaries)} rows in {table} and {table.with_suffix('.md')}")
 
@@ -549,6 +559,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--table-only",
         action="store_true",
         help="train nothing: rebuild the table and figures from the methods done so far",
+    )
+    compare.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train the methods and evaluate nothing (e.g. on a GPU machine without the test "
+        "subjects); a later pinqi compare with the same --out resumes the finished runs "
+        "without training and evaluates them",
+    )
+    compare.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="where and how the methods train, for every method (repeatable), e.g. --set "
+        "optim.accelerator=gpu --set optim.num_workers=4 --set data.brainweb_dir=/data/bw",
     )
     compare.set_defaults(run=_compare)
 

@@ -9,7 +9,10 @@ from each preset's data without the coverage extras) and the non-learned referen
 The command is restartable: each method trains in ``OUT/<name>/run`` (resumed from its last
 checkpoint) and is done once ``OUT/<name>/result.json`` exists; the table (CSV + Markdown)
 and the figures are rewritten after every finished method, so a comparison can span several
-sessions and its partial results can be committed as they come.
+sessions and its partial results can be committed as they come. Training and evaluation may
+happen on different machines: ``train_only`` (with ``overrides`` such as
+``optim.accelerator=gpu``) trains on one, and a later run elsewhere resumes the finished
+checkpoints without training and evaluates them; each row records where it was trained.
 """
 
 from __future__ import annotations
@@ -36,6 +39,17 @@ from pinqi.physics import signal_model
 #: Non-learned references a comparison may list.
 REFERENCE_NAMES = ("cg-sense-fit", "bart-pics")
 
+#: Settings ``overrides`` may change: where and how a method trains, never what it is.
+PLACEMENT_KEYS = (
+    "optim.accelerator",
+    "optim.devices",
+    "optim.num_nodes",
+    "optim.strategy",
+    "optim.num_workers",
+    "optim.checkpoint_every_n_steps",
+    "data.brainweb_dir",
+)
+
 #: Columns of the comparison table, in order.
 COLUMNS = (
     "method",
@@ -48,6 +62,7 @@ COLUMNS = (
     "m0_nrmse_mean",
     "n_params",
     "train_minutes",
+    "trained_on",
     "inference_seconds_per_slice",
     "training_samples",
 )
@@ -203,21 +218,57 @@ def _training_samples(config: ExperimentConfig) -> int:
     return steps * optim.batch_size
 
 
-def _run_method(entry: MethodEntry, comparison: Comparison, out: Path) -> dict:
-    """Train (or resume) one method, evaluate it on its test set, store its result."""
-    from pinqi.evaluation.evaluate import reconstruct_all
-    from pinqi.io.checkpoints import load_model
+def _device_name(config: ExperimentConfig) -> str:
+    """Where ``config`` trains: the GPU's name, or the CPU and its thread count."""
+    if config.optim.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def _global_step(checkpoint: Path) -> int:
+    """Optimizer steps a checkpoint has done (0 where there is none yet)."""
+    if not checkpoint.is_file():
+        return 0
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
+
+
+def _train_method(
+    entry: MethodEntry, comparison: Comparison, out: Path, overrides: tuple[str, ...] = ()
+) -> tuple[Path, dict]:
+    """Train (or resume) one method; its last checkpoint and its timing record.
+
+    The record (``OUT/<name>/train_seconds.json``) adds up the training seconds over resumes
+    and lists the devices that did the training (a run may start on a GPU and end on a CPU).
+    """
     from pinqi.training.run import train
 
     folder = out / entry.name
     folder.mkdir(parents=True, exist_ok=True)
-    config = comparison.experiment(entry)
+    config = _with_top_level(comparison.experiment(entry), list(overrides))
     timing_file = folder / "train_seconds.json"
-    seconds = json.loads(timing_file.read_text())["seconds"] if timing_file.is_file() else 0.0
+    timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {"seconds": 0.0}
+    steps_before = _global_step(folder / "run" / "checkpoints" / "last.ckpt")
     start = time.perf_counter()
     last = train(config, folder / "run", resume="auto")
-    seconds += time.perf_counter() - start
-    timing_file.write_text(json.dumps({"seconds": seconds}))
+    elapsed = time.perf_counter() - start
+    devices = list(timing.get("trained_on", []))
+    if _global_step(last) > steps_before and _device_name(config) not in devices:
+        devices.append(_device_name(config))
+    timing = {"seconds": timing["seconds"] + elapsed, "trained_on": devices}
+    timing_file.write_text(json.dumps(timing))
+    return last, timing
+
+
+def _run_method(
+    entry: MethodEntry, comparison: Comparison, out: Path, overrides: tuple[str, ...] = ()
+) -> dict:
+    """Train (or resume) one method, evaluate it on its test set, store its result."""
+    from pinqi.evaluation.evaluate import reconstruct_all
+    from pinqi.io.checkpoints import load_model
+
+    folder = out / entry.name
+    last, timing = _train_method(entry, comparison, out, overrides)
+    config = comparison.experiment(entry)
     model, _ = load_model(last)
     dataset = _test_set(config, comparison, out)
     result = reconstruct_all(model, dataset, 4, baseline=False, progress=False)
@@ -227,7 +278,8 @@ def _run_method(entry: MethodEntry, comparison: Comparison, out: Path) -> dict:
     summary |= _summary(
         rows,
         n_params=count_parameters(model),
-        train_minutes=seconds / 60,
+        train_minutes=timing["seconds"] / 60,
+        trained_on=" + ".join(timing["trained_on"]),
         inference_seconds_per_slice=result.seconds["PINQI"] / len(dataset),
         training_samples=_training_samples(config),
     )
@@ -285,15 +337,15 @@ def write_table(summaries: list[dict], csv_path: Path) -> None:
         writer.writerows({k: s.get(k, "") for k in COLUMNS} for s in summaries)
     lines = [
         "| method | group | delays | T1 nRMSE | T1 MAE [s] | M0 nRMSE | weights | train [min] "
-        "| s/slice |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| trained on | s/slice |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         lines.append(
             f"| {s['method']} | {s['group']} | {s['n_tau']} | {s['t1_nrmse_mean']:.3f} +- "
             f"{s['t1_nrmse_std']:.3f} | {s['t1_mae_mean']:.3f} +- {s['t1_mae_std']:.3f} | "
             f"{s['m0_nrmse_mean']:.3f} | {s['n_params']:,d} | {s['train_minutes']:.0f} | "
-            f"{s['inference_seconds_per_slice']:.2f} |"
+            f"{s.get('trained_on') or '-'} | {s['inference_seconds_per_slice']:.2f} |"
         )
     csv_path.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
@@ -359,6 +411,8 @@ def run_comparison(
     out: str | Path,
     only: tuple[str, ...] = (),
     train_methods: bool = True,
+    overrides: tuple[str, ...] = (),
+    train_only: bool = False,
 ) -> list[dict]:
     """Train and evaluate every method not yet done (or only those in ``only``).
 
@@ -366,6 +420,10 @@ def run_comparison(
     files meant to be committed), so that a comparison continues on another machine without
     its run folders. With ``train_methods=False`` nothing is trained: the table and figures
     are rebuilt from the rows done so far (the references are still evaluated).
+    ``overrides`` (``section.key=value``) change where and how the methods train, not what
+    they are (e.g. ``optim.accelerator=gpu``, ``optim.num_workers=4``,
+    ``data.brainweb_dir=...``); with ``train_only`` the methods are trained and nothing is
+    evaluated or tabulated (a machine without the test subjects).
 
     Returns the summaries of everything done so far, after rewriting the table and figures.
     """
@@ -375,6 +433,12 @@ def run_comparison(
     unknown = sorted(set(only) - set(names))
     if unknown:
         raise ValueError(f"--only names unknown methods {unknown}; the file has {names}")
+    barred = [o for o in overrides if o.split("=", 1)[0].strip() not in PLACEMENT_KEYS]
+    if barred:
+        raise ValueError(
+            f"--set {barred}: a comparison may only change where its methods train "
+            f"({', '.join(PLACEMENT_KEYS)}); what a method is belongs in the comparison file"
+        )
     table = comparison.results or out / "compare.csv"
     archive = table.with_suffix("") / "rows"
     summaries: dict[str, dict] = {}
@@ -396,9 +460,15 @@ def run_comparison(
         if _restore(out, archive, entry.name):
             summaries[entry.name] = json.loads((out / entry.name / "result.json").read_text())
         elif train_methods and (not only or entry.name in only):
+            if train_only:
+                print(f"[{comparison.name}] training {entry.name}")
+                _train_method(entry, comparison, out, overrides)
+                continue
             print(f"[{comparison.name}] training and evaluating {entry.name}")
-            summaries[entry.name] = _run_method(entry, comparison, out)
+            summaries[entry.name] = _run_method(entry, comparison, out, overrides)
             refresh()
+    if train_only:
+        return [summaries[n] for n in names if n in summaries]
     references = list(comparison.references)
     if "bart-pics" in references and shutil.which("bart") is None:
         print(f"[{comparison.name}] bart is not installed: no bart-pics rows ({BART_INSTALL_HINT})")

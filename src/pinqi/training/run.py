@@ -148,4 +148,9 @@ def train(
     if init is not None and checkpoint is None:
         _initialise(task, init)
     trainer.fit(task, SimulatedDataModule(config), ckpt_path=checkpoint)
-    return Path(checkpoints.last_model_path)
+    # the run's own last.ckpt, not the callback's record of it: a finished run copied from
+    # another machine resumes without training, and the callback drops the foreign path
+    last = out / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise RuntimeError(f"training ended without writing a checkpoint in {last.parent}")
+    return last
