@@ -154,6 +154,7 @@ def test_train_on_one_machine_evaluate_on_another(tmp_path, comparison):
     steps = torch.load(last, weights_only=False)["global_step"]
     main(["compare", "--config", str(comparison), "--out", str(here), "--only", "mantis"])
     assert torch.load(last, weights_only=False)["global_step"] == steps
+    assert json.loads((here / "mantis" / "train_seconds.json").read_text()) == timing
     rows = {r["method"]: r for r in csv.DictReader(open(tmp_path / "table.csv"))}
     assert rows["mantis"]["trained_on"] == timing["trained_on"][0]
     assert float(rows["mantis"]["t1_nrmse_mean"]) > 0

@@ -272,3 +272,20 @@ def test_a_finished_run_moved_elsewhere_resumes_to_its_last_checkpoint(tmp_path)
     last = train(config, tmp_path / "here" / "run", resume="auto")
     assert last == tmp_path / "here" / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == 4
+
+
+def test_resuming_mid_epoch_continues_with_the_unseen_samples(tmp_path):
+    # an interrupted run (simulated: its step-2 checkpoint, mid-epoch, becomes last.ckpt of a
+    # new folder) resumed to the end equals the uninterrupted run, weight for weight
+    config = ExperimentConfig.from_dict(
+        {**TINY, "optim": {**TINY["optim"], "samples_per_epoch": 8, "pretrain_epochs": 0}}
+    )
+    whole = train(config, tmp_path / "whole")
+    (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
+    middle = tmp_path / "whole" / "checkpoints" / "epoch=0-step=2.ckpt"
+    (tmp_path / "resumed" / "checkpoints" / "last.ckpt").write_bytes(middle.read_bytes())
+    resumed = train(config, tmp_path / "resumed", resume="auto")
+    a, b = (torch.load(p, weights_only=False) for p in (whole, resumed))
+    assert a["global_step"] == b["global_step"] == 8
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)

@@ -243,17 +243,32 @@ class EpochSampler(torch.utils.data.Sampler[int]):
     def __init__(self, n_samples: int, seed: int, shuffle: bool = True) -> None:
         self.n_samples, self.seed, self.shuffle = n_samples, seed, shuffle
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Yield the samples of ``epoch`` from the next iteration on."""
         self.epoch = epoch
+
+    def resume(self, epoch: int, done: int) -> None:
+        """Start the next iteration over ``epoch`` after its first ``done`` samples.
+
+        A run resumed mid-epoch then sees the samples of that epoch it has not seen, as an
+        uninterrupted run would. Iterations over other epochs are not affected.
+        """
+        if not 0 <= done <= self.n_samples:
+            raise ValueError(f"cannot resume after {done} of {self.n_samples} samples")
+        self._resume = (epoch, done)
 
     def __iter__(self) -> Iterator[int]:
         order = torch.arange(self.n_samples)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(self.n_samples, generator=generator)
-        yield from (self.epoch * self.n_samples + order).tolist()
+        start = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            start = self._resume[1]
+        self._resume = None
+        yield from (self.epoch * self.n_samples + order[start:]).tolist()
 
     def __len__(self) -> int:
         return self.n_samples

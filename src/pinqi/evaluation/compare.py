@@ -238,7 +238,8 @@ def _train_method(
     """Train (or resume) one method; its last checkpoint and its timing record.
 
     The record (``OUT/<name>/train_seconds.json``) adds up the training seconds over resumes
-    and lists the devices that did the training (a run may start on a GPU and end on a CPU).
+    and lists the devices that did the training (a run may start on a GPU and end on a CPU);
+    resuming a finished run (to evaluate it) adds nothing.
     """
     from pinqi.training.run import train
 
@@ -250,12 +251,13 @@ def _train_method(
     steps_before = _global_step(folder / "run" / "checkpoints" / "last.ckpt")
     start = time.perf_counter()
     last = train(config, folder / "run", resume="auto")
-    elapsed = time.perf_counter() - start
-    devices = list(timing.get("trained_on", []))
-    if _global_step(last) > steps_before and _device_name(config) not in devices:
-        devices.append(_device_name(config))
-    timing = {"seconds": timing["seconds"] + elapsed, "trained_on": devices}
-    timing_file.write_text(json.dumps(timing))
+    if _global_step(last) > steps_before:  # else a finished run, resumed to be evaluated
+        devices = list(timing.get("trained_on", []))
+        if _device_name(config) not in devices:
+            devices.append(_device_name(config))
+        seconds = timing["seconds"] + time.perf_counter() - start
+        timing = {"seconds": seconds, "trained_on": devices}
+        timing_file.write_text(json.dumps(timing))
     return last, timing
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning as L
 import torch
 from torch import nn
@@ -13,6 +15,35 @@ from pinqi.nets.methods import build_network
 from pinqi.nets.pinqi import PINQIOutput
 from pinqi.training.objectives import pretraining_loss, training_loss
 from pinqi.training.schedule import phase_schedule
+
+
+class ResumableLoader(torch.utils.data.DataLoader):
+    """A DataLoader over an :class:`EpochSampler` whose place in the epoch is checkpointed.
+
+    Lightning stores :meth:`state_dict` in every checkpoint and hands it back through
+    :meth:`load_state_dict` on resuming, so a run resumed mid-epoch goes on with the samples
+    of that epoch it has not seen instead of starting the epoch over.
+
+    Parameters
+    ----------
+    position
+        ``() -> (epoch, batches)``: the epoch being trained and the batches of it done, as
+        the trainer counts them (the loader itself runs ahead of the trainer by its prefetch).
+    """
+
+    def __init__(self, *args, position: Callable[[], tuple[int, int]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch and the batches of it done."""
+        epoch, batches = self.position()
+        return {"epoch": epoch, "batches": batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Skip the batches of ``state["epoch"]`` already done (a finished epoch: nothing)."""
+        if state["batches"] < len(self):
+            self.sampler.resume(state["epoch"], state["batches"] * self.batch_size)
 
 
 class SimulatedDataModule(L.LightningDataModule):
@@ -44,27 +75,32 @@ class SimulatedDataModule(L.LightningDataModule):
         self.train_set.preload()
         self.val_set.preload()
 
-    def _loader(
-        self, dataset: torch.utils.data.Dataset, sampler: torch.utils.data.Sampler | None
-    ) -> torch.utils.data.DataLoader:
+    def _options(self) -> dict:
         workers = self.config.optim.num_workers
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_size=self.config.optim.batch_size,
-            sampler=sampler,
-            shuffle=False,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            drop_last=sampler is not None,
-        )
+        return {
+            "batch_size": self.config.optim.batch_size,
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
+        }
+
+    def _position(self) -> tuple[int, int]:
+        """The epoch being trained and the training batches of it done."""
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return self.trainer.current_epoch, progress.processed
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        """Training batches, new samples every epoch (:class:`EpochSampler`)."""
-        return self._loader(EpochIndexedDataset(self.train_set), self.train_sampler)
+        """Training batches, new samples every epoch (:class:`EpochSampler`), resumable."""
+        return ResumableLoader(
+            EpochIndexedDataset(self.train_set),
+            sampler=self.train_sampler,
+            drop_last=True,
+            position=self._position,
+            **self._options(),
+        )
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         """The fixed validation batches."""
-        return self._loader(self.val_set, None)
+        return torch.utils.data.DataLoader(self.val_set, shuffle=False, **self._options())
 
 
 def optimizer_groups(model: nn.Module, optim: OptimConfig) -> list[dict]:

@@ -129,6 +129,7 @@ def train(
         every_n_train_steps=optim.checkpoint_every_n_steps,
         save_last=True,
         save_top_k=-1,
+        enable_version_counter=False,  # a resumed run moved here rewrites its last.ckpt
     )
     trainer = L.Trainer(
         default_root_dir=out,
