@@ -1,7 +1,6 @@
 """pinqi compare: methods trained alike, one test set, a restartable table."""
 
 import csv
-import json
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import yaml
 
 from pinqi.cli import main
 from pinqi.evaluation.compare import COLUMNS, Comparison
+from pinqi.training.clock import training_clock
 
 TINY = {
     "name": "tiny",
@@ -145,8 +145,9 @@ def test_train_on_one_machine_evaluate_on_another(tmp_path, comparison):
     train_there = ["--only", "mantis", "--train-only", "--set", "optim.num_workers=0"]
     main(["compare", "--config", str(comparison), "--out", str(there), *train_there])
     assert not (tmp_path / "table.csv").exists()  # nothing evaluated there
-    timing = json.loads((there / "mantis" / "train_seconds.json").read_text())
-    assert timing["trained_on"] == [f"CPU ({torch.get_num_threads()} threads)"]
+    last = there / "mantis" / "run" / "checkpoints" / "last.ckpt"
+    clock = training_clock(last)
+    assert clock["devices"] == [f"CPU ({torch.get_num_threads()} threads)"]
     # copied here (another absolute path): resumed without training, then evaluated
     here = tmp_path / "here"
     there.rename(here)
@@ -154,9 +155,10 @@ def test_train_on_one_machine_evaluate_on_another(tmp_path, comparison):
     steps = torch.load(last, weights_only=False)["global_step"]
     main(["compare", "--config", str(comparison), "--out", str(here), "--only", "mantis"])
     assert torch.load(last, weights_only=False)["global_step"] == steps
-    assert json.loads((here / "mantis" / "train_seconds.json").read_text()) == timing
+    assert training_clock(last) == clock  # evaluating added no training time
     rows = {r["method"]: r for r in csv.DictReader(open(tmp_path / "table.csv"))}
-    assert rows["mantis"]["trained_on"] == timing["trained_on"][0]
+    assert rows["mantis"]["trained_on"] == clock["devices"][0]
+    assert float(rows["mantis"]["train_minutes"]) == pytest.approx(clock["seconds"] / 60)
     assert float(rows["mantis"]["t1_nrmse_mean"]) > 0
 
 

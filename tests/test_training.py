@@ -9,6 +9,7 @@ from pinqi.cli import main
 from pinqi.config import ExperimentConfig
 from pinqi.data.datasets import SimulatedDataset
 from pinqi.io.checkpoints import export_model, load_model
+from pinqi.training.clock import training_clock
 from pinqi.training.losses import parameter_loss
 from pinqi.training.module import PINQITask
 from pinqi.training.run import train
@@ -283,9 +284,14 @@ def test_resuming_mid_epoch_continues_with_the_unseen_samples(tmp_path):
     whole = train(config, tmp_path / "whole")
     (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
     middle = tmp_path / "whole" / "checkpoints" / "epoch=0-step=2.ckpt"
-    (tmp_path / "resumed" / "checkpoints" / "last.ckpt").write_bytes(middle.read_bytes())
+    state = torch.load(middle, weights_only=False)
+    assert training_clock(middle)["devices"] == [f"CPU ({torch.get_num_threads()} threads)"]
+    state["callbacks"]["TrainingClock"]["seconds"] = 1000.0  # as if the first part took long
+    torch.save(state, tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     resumed = train(config, tmp_path / "resumed", resume="auto")
     a, b = (torch.load(p, weights_only=False) for p in (whole, resumed))
     assert a["global_step"] == b["global_step"] == 8
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)
+    # the training time goes on from the checkpoint's
+    assert 1000.0 < training_clock(resumed)["seconds"] < 1000.0 + training_clock(whole)["seconds"]

@@ -35,6 +35,7 @@ from pinqi.evaluation.baseline import cg_sense_fit
 from pinqi.evaluation.metrics import parameter_metrics
 from pinqi.nets.methods import count_parameters
 from pinqi.physics import signal_model
+from pinqi.training.clock import training_clock
 
 #: Non-learned references a comparison may list.
 REFERENCE_NAMES = ("cg-sense-fit", "bart-pics")
@@ -218,47 +219,14 @@ def _training_samples(config: ExperimentConfig) -> int:
     return steps * optim.batch_size
 
 
-def _device_name(config: ExperimentConfig) -> str:
-    """Where ``config`` trains: the GPU's name, or the CPU and its thread count."""
-    if config.optim.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"CPU ({torch.get_num_threads()} threads)"
-
-
-def _global_step(checkpoint: Path) -> int:
-    """Optimizer steps a checkpoint has done (0 where there is none yet)."""
-    if not checkpoint.is_file():
-        return 0
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
-
-
 def _train_method(
     entry: MethodEntry, comparison: Comparison, out: Path, overrides: tuple[str, ...] = ()
-) -> tuple[Path, dict]:
-    """Train (or resume) one method; its last checkpoint and its timing record.
-
-    The record (``OUT/<name>/train_seconds.json``) adds up the training seconds over resumes
-    and lists the devices that did the training (a run may start on a GPU and end on a CPU);
-    resuming a finished run (to evaluate it) adds nothing.
-    """
+) -> Path:
+    """Train (or resume) one method in ``OUT/<name>/run``; its last checkpoint."""
     from pinqi.training.run import train
 
-    folder = out / entry.name
-    folder.mkdir(parents=True, exist_ok=True)
     config = _with_top_level(comparison.experiment(entry), list(overrides))
-    timing_file = folder / "train_seconds.json"
-    timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {"seconds": 0.0}
-    steps_before = _global_step(folder / "run" / "checkpoints" / "last.ckpt")
-    start = time.perf_counter()
-    last = train(config, folder / "run", resume="auto")
-    if _global_step(last) > steps_before:  # else a finished run, resumed to be evaluated
-        devices = list(timing.get("trained_on", []))
-        if _device_name(config) not in devices:
-            devices.append(_device_name(config))
-        seconds = timing["seconds"] + time.perf_counter() - start
-        timing = {"seconds": seconds, "trained_on": devices}
-        timing_file.write_text(json.dumps(timing))
-    return last, timing
+    return train(config, out / entry.name / "run", resume="auto")
 
 
 def _run_method(
@@ -269,7 +237,9 @@ def _run_method(
     from pinqi.io.checkpoints import load_model
 
     folder = out / entry.name
-    last, timing = _train_method(entry, comparison, out, overrides)
+    last = _train_method(entry, comparison, out, overrides)
+    # the whole training time and its devices travel in the checkpoint (resumes, moves)
+    clock = training_clock(last) or {"seconds": float("nan"), "devices": []}
     config = comparison.experiment(entry)
     model, _ = load_model(last)
     dataset = _test_set(config, comparison, out)
@@ -280,8 +250,8 @@ def _run_method(
     summary |= _summary(
         rows,
         n_params=count_parameters(model),
-        train_minutes=timing["seconds"] / 60,
-        trained_on=" + ".join(timing["trained_on"]),
+        train_minutes=clock["seconds"] / 60,
+        trained_on=" + ".join(clock["devices"]),
         inference_seconds_per_slice=result.seconds["PINQI"] / len(dataset),
         training_samples=_training_samples(config),
     )
@@ -367,8 +337,13 @@ def plot_comparison(out: Path, summaries: list[dict], folder: Path) -> list[Path
                 continue
             path = out / _folder_name(s["method"]) / "metrics.csv"
             if path.is_file():
+                label = s["method"].removeprefix(f"{group}-")  # "ablation-no-solver" -> "no-solver"
                 rows += [
-                    {**r, "t1_nrmse": float(r["t1_nrmse"]), "t1_mae": float(r["t1_mae"])}
+                    {
+                        "method": label,
+                        "t1_nrmse": float(r["t1_nrmse"]),
+                        "t1_mae": float(r["t1_mae"]),
+                    }
                     for r in csv.DictReader(open(path))
                 ]
         if rows:

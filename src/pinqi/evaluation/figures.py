@@ -145,7 +145,7 @@ def plot_distributions(path: str | Path, rows: list[dict]) -> Path:
             ax.annotate(
                 f"{mean:.3f}", (i, mean), textcoords="offset points", xytext=(12, 0), fontsize=8
             )
-        ax.set_xticks(range(1, len(methods) + 1), methods, fontsize=8)
+        ax.set_xticks(range(1, len(methods) + 1), methods, fontsize=8, rotation=30, ha="right")
         ax.set_title(label)
     return _save(plt, fig, path)
 

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from pinqi.config import ExperimentConfig
+from pinqi.training.clock import TrainingClock
 from pinqi.training.module import PINQITask, SimulatedDataModule
 
 
@@ -98,8 +99,9 @@ def train(
         The experiment.
     out
         Run folder: ``config.yaml``, ``checkpoints/`` (every ``checkpoint_every_n_steps`` and
-        ``last.ckpt``) and ``logs/metrics.csv`` (losses, solver diagnostics, validation
-        metrics, learning rates; one file across resumes).
+        ``last.ckpt``; each holds the training time and devices so far,
+        :func:`pinqi.training.clock.training_clock`) and ``logs/metrics.csv`` (losses, solver
+        diagnostics, validation metrics, learning rates; one file across resumes).
     resume
         A checkpoint to continue from, or ``"auto"`` for ``out/checkpoints/last.ckpt`` if it
         exists (else a fresh start, said so). An interrupted run loses at most one checkpoint
@@ -140,7 +142,7 @@ def train(
         num_nodes=optim.num_nodes,
         strategy=optim.strategy,
         precision=optim.precision,
-        callbacks=[checkpoints, LearningRateMonitor("step")],
+        callbacks=[checkpoints, LearningRateMonitor("step"), TrainingClock()],
         logger=logger,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
