@@ -16,12 +16,14 @@ from pinqi.nets.methods import build_network
 DEFAULT_MODEL = "default"
 
 #: Models shipped with the package: ``--checkpoint NAME`` -> file in ``pinqi/weights``.
-#: ``default`` (= ``cpu-brainweb``) is the BrainWeb preset trained on the paper's data, the
-#: ``pinqi`` row of ``configs/compare/cpu.yaml``, chosen on the BrainWeb validation slices;
-#: ``cpu-phantom`` is trained with ``configs/cpu.yaml`` on the built-in phantom only. Each file
-#: has a model card ``<file>.json`` (docs/results.md).
+#: ``default`` (= ``gpu-brainweb``) is the BrainWeb preset trained on the paper's data with
+#: batch 16 for 400 steps on a GPU, chosen on the BrainWeb validation slices; ``cpu-brainweb``
+#: is the same preset at 600 steps of batch 4 on 2 CPU cores (the ``pinqi`` row of
+#: ``configs/compare/cpu.yaml``); ``cpu-phantom`` is trained with ``configs/cpu.yaml`` on the
+#: built-in phantom only. Each file has a model card ``<file>.json`` (docs/results.md).
 SHIPPED_MODELS = {
-    DEFAULT_MODEL: "pinqi-cpu-brainweb.pt",
+    DEFAULT_MODEL: "pinqi-gpu-brainweb.pt",
+    "gpu-brainweb": "pinqi-gpu-brainweb.pt",
     "cpu-brainweb": "pinqi-cpu-brainweb.pt",
     "cpu-phantom": "pinqi-cpu.pt",
 }
