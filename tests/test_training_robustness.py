@@ -452,6 +452,20 @@ def test_epoch_sampler_yields_a_fresh_reproducible_permutation_per_epoch():
     assert list(EpochSampler(n, seed=4)) != list(EpochSampler(n, seed=3))
 
 
+def test_epoch_sampler_resumes_within_the_named_epoch_only():
+    sampler = EpochSampler(8, seed=3)
+    sampler.set_epoch(1)
+    whole = list(sampler)
+    sampler.resume(1, 6)
+    assert list(sampler) == whole[6:]  # the rest of epoch 1
+    assert list(sampler) == whole  # once: the next pass is the whole epoch again
+    sampler.resume(1, 6)
+    sampler.set_epoch(2)  # resumed at the end of epoch 1: epoch 2 is untouched
+    assert len(list(sampler)) == 8
+    with pytest.raises(ValueError, match="cannot resume after 9 of 8 samples"):
+        sampler.resume(1, 9)
+
+
 def test_epoch_indexed_dataset_gives_the_sample_of_the_epoch():
     n = 2
     dataset = SimulatedDataset(tiny_config().data, "train", n, seed=0)

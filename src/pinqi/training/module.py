@@ -41,8 +41,13 @@ class ResumableLoader(torch.utils.data.DataLoader):
         return {"epoch": epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Skip the batches of ``state["epoch"]`` already done (a finished epoch: nothing)."""
-        if state["batches"] < len(self):
+        """Skip the batches of ``state["epoch"]`` already done (a finished epoch: nothing).
+
+        Only where this process draws from the :class:`EpochSampler` itself: under DDP,
+        Lightning wraps it to split each epoch between processes, and the epoch starts over
+        as without this loader.
+        """
+        if isinstance(self.sampler, EpochSampler) and state["batches"] < len(self):
             self.sampler.resume(state["epoch"], state["batches"] * self.batch_size)
 
 
