@@ -393,6 +393,14 @@ def test_learning_rate_warms_up_and_decays_in_each_training_phase():
         assert strength == pytest.approx(optim.lr_lambdas * factor)
 
 
+def test_every_learned_strength_is_in_the_strengths_group():
+    # DOPAMINE's step sizes mu are strengths like its lambda (the authors' lr_lam group)
+    config = tiny_config().with_overrides(["method.name=dopamine", "method.iterations=2"])
+    model = PINQITask(config.to_dict()).model
+    strengths = optimizer_groups(model, config.optim)[2]["params"]
+    assert {id(p) for p in strengths} == {id(model.raw_mu), id(model.raw_lambda)}
+
+
 # --- 5. weight decay -----------------------------------------------------------------------
 
 

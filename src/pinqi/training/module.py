@@ -108,12 +108,18 @@ class SimulatedDataModule(L.LightningDataModule):
         return torch.utils.data.DataLoader(self.val_set, shuffle=False, **self._options())
 
 
+#: Names of the learned scalars of an unrolled scheme (the strengths lambda of PINQI, DeepT1
+#: and the unrolled ablations; DOPAMINE's lambda and step sizes mu): one optimizer group.
+STRENGTH_PREFIXES = ("raw_lambda", "raw_mu")
+
+
 def optimizer_groups(model: nn.Module, optim: OptimConfig) -> list[dict]:
     """AdamW parameter groups: decayed weights, undecayed rest, and the strengths.
 
     Weight decay acts on the weights of convolutions and linear layers only; biases, norm
-    parameters, ReZero alphas and the raw strengths (lambdas) are not decayed, so no lambda is
-    pulled towards a fixed value. The strengths have their own learning rate.
+    parameters, ReZero alphas and the raw strengths (:data:`STRENGTH_PREFIXES`: the lambdas,
+    DOPAMINE's step sizes mu) are not decayed, so no strength is pulled towards a fixed value.
+    The strengths have their own learning rate.
     """
     decayed = {
         id(module.weight)
@@ -122,7 +128,7 @@ def optimizer_groups(model: nn.Module, optim: OptimConfig) -> list[dict]:
     }
     groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "strengths": []}
     for name, parameter in model.named_parameters():
-        if name.startswith("raw_lambda"):
+        if name.startswith(STRENGTH_PREFIXES):
             groups["strengths"].append(parameter)
         elif id(parameter) in decayed:
             groups["decay"].append(parameter)
