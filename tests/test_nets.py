@@ -63,9 +63,10 @@ def test_unrolled_shapes_and_iterates():
     assert torch.isfinite(out.parameters[-1]).all()
 
 
-def test_gradients_reach_every_weight_and_strength():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_gradients_reach_every_weight_and_strength(precision):
     model, kspace, coils, mask, truth = tiny_problem()
-    net = PINQI(model, TINY)
+    net = PINQI(model, replace(TINY, unet_precision=precision))
 
     def backward():
         net.zero_grad()

@@ -107,6 +107,19 @@ def test_t1_weighted_loss_is_the_t1_error_to_first_order():
     )
 
 
+def test_t1_weight_max_clamps_the_weight_of_long_t1():
+    target = torch.zeros(1, 3, 1, 2, dtype=torch.float64)
+    target[0, 2, 0] = torch.tensor([1 / 0.5, 1 / 4.0])  # T1 0.5 s and 4 s
+    prediction = target.clone()
+    prediction[0, 2] += 0.1
+    mask = torch.ones(1, 1, 2, dtype=torch.bool)
+    loss = parameter_loss(prediction, target, mask, 0.0, t1_weight_power=2, t1_weight_max=2.0)
+    # R1 errors 0.1 weighted by 0.5^2 and min(4, 2)^2, over 6 entries
+    assert float(loss) == pytest.approx(0.01 * (0.25 + 4.0) / 6)
+    unclamped = parameter_loss(prediction, target, mask, 0.0, t1_weight_power=2)
+    assert float(unclamped) == pytest.approx(0.01 * (0.25 + 16.0) / 6)
+
+
 def test_a_few_steps_lower_the_loss():
     config = ExperimentConfig.from_dict(TINY)
     task = PINQITask(config.to_dict())

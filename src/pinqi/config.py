@@ -41,6 +41,9 @@ class OptimConfig:
         The R1 error is weighted by (T1_true / 1 s) ** this in every loss (0: the paper's MSE
         on R1; 4: the squared T1 error to first order). See
         :func:`pinqi.training.losses.parameter_loss`.
+    t1_weight_max
+        With ``t1_weight_power``, T1_true in the weight is clamped to at most this (s; 0: no
+        clamp).
     gradient_clip_norm
         Gradients are scaled down to at most this total norm before each step.
     max_nonfinite_steps
@@ -69,6 +72,7 @@ class OptimConfig:
     deep_supervision: float = 0.05
     outside_weight: float = 0.01
     t1_weight_power: float = 0.0
+    t1_weight_max: float = 0.0
     gradient_clip_norm: float = 1.0
     max_nonfinite_steps: int = 10
     checkpoint_every_n_steps: int = 200

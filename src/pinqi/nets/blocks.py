@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -63,16 +64,54 @@ class FiLM(nn.Module):
         return x * (1 + scale.reshape(shape)) + shift.reshape(shape)
 
 
+class FactorisedConv3d(nn.Conv3d):
+    """A Conv3d of kernel (1, k, k) or (k, 1, 1) computed by 2D convolutions.
+
+    The weights and options are a :class:`torch.nn.Conv3d`'s (checkpoints keep their
+    layout); the computation is a 2D convolution: (1, k, k) over the frames as batch, (k, 1, 1)
+    over ``(frames, H * W)`` with a kernel (k, 1). The same result, faster on CPUs, and it
+    avoids PyTorch's CPU Conv3d backward in bfloat16 (segmentation faults in torch 2.13).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        kernel = tuple(self.kernel_size)
+        if not (kernel[0] == 1 or kernel[1:] == (1, 1)) or self.stride != (1, 1, 1):
+            raise ValueError(f"FactorisedConv3d needs kernel (1, k, k) or (k, 1, 1), got {kernel}")
+        if self.groups != 1 or self.dilation != (1, 1, 1):
+            raise ValueError("FactorisedConv3d supports groups = 1 and dilation = 1 only")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve ``x`` ``(batch, C, frames, H, W)``."""
+        batch, _, frames, height, width = x.shape
+        if self.kernel_size[1:] == (1, 1):
+            x = x.reshape(batch, -1, frames, height * width)
+            pad = self.padding[0]
+            if pad and self.padding_mode != "zeros":
+                x = F.pad(x, (0, 0, pad, pad), mode=self.padding_mode)
+                pad = 0
+            out = F.conv2d(x, self.weight[..., 0], self.bias, padding=(pad, 0))
+            return out.reshape(batch, -1, out.shape[2], height, width)
+        frames_as_batch = x.transpose(1, 2).reshape(batch * frames, -1, height, width)
+        out = F.conv2d(
+            frames_as_batch,
+            self.weight[:, :, 0],
+            self.bias,
+            padding=self.padding[1:],
+        )
+        return out.reshape(batch, frames, -1, *out.shape[-2:]).transpose(1, 2)
+
+
 def spatial_conv(c_in: int, c_out: int, pseudo3d: bool, bias: bool = True) -> nn.Module:
     """3x3 convolution over (H, W); on (frames, H, W) volumes with kernel (1, 3, 3)."""
     if pseudo3d:
-        return nn.Conv3d(c_in, c_out, (1, 3, 3), padding=(0, 1, 1), bias=bias)
+        return FactorisedConv3d(c_in, c_out, (1, 3, 3), padding=(0, 1, 1), bias=bias)
     return nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias)
 
 
 def pointwise_conv(c_in: int, c_out: int, pseudo3d: bool) -> nn.Module:
     """1x1 convolution."""
-    return (nn.Conv3d if pseudo3d else nn.Conv2d)(c_in, c_out, 1)
+    return (FactorisedConv3d if pseudo3d else nn.Conv2d)(c_in, c_out, 1)
 
 
 class ResidualBlock(nn.Module):
@@ -109,7 +148,7 @@ class ResidualBlock(nn.Module):
         self.film = FiLM(embedding_dim, c_out) if embedding_dim else None
         self.conv2 = spatial_conv(c_out, c_out, pseudo3d)
         self.frame_conv = (
-            nn.Conv3d(
+            FactorisedConv3d(
                 c_out, c_out, (3, 1, 1), padding=(1, 0, 0), padding_mode="replicate", bias=False
             )
             if pseudo3d

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pinqi.nets.precision import UNetPrecision, check_unet_precision, unet_autocast
 from pinqi.nets.unet import UNet
 from pinqi.physics import CartesianAcquisition, SignalModel, signal_model
 from pinqi.solvers import SolverInfo, conjugate_gradient
@@ -167,6 +168,11 @@ class PINQIConfig:
     parameter_init, parameter_scale
         P_theta's output at a zero UNet output, and its slope there / 10, per parameter (a
         well-scaled start); default: the signal model's ``typical`` values and spreads.
+    unet_precision
+        Arithmetic of Y_theta and P_theta (:mod:`pinqi.nets.precision`): ``auto`` runs them
+        in bfloat16 autocast where the hardware computes it natively (CUDA, CPUs with
+        AVX-512 BF16 or AMX), ``bf16`` everywhere, ``fp32`` never. Only float32 inputs are
+        affected; the CG layer, the fit and the loss keep the input's precision.
     use_image_regulariser, use_parameter_regulariser, use_signal_fit, iterate_networks
         Ablations (Sec. 3.4): without Y_theta (lambda_y = 0), without P_theta (lambda_p = 0:
         a pure fit, started from a learned constant p_0), without the non-linear solver
@@ -190,12 +196,14 @@ class PINQIConfig:
     lambda_p_relative: bool = False
     parameter_init: tuple[float, ...] | None = None
     parameter_scale: tuple[float, ...] | None = None
+    unet_precision: UNetPrecision = "auto"
     use_image_regulariser: bool = True
     use_parameter_regulariser: bool = True
     use_signal_fit: bool = True
     iterate_networks: bool = True
 
     def __post_init__(self) -> None:
+        check_unet_precision(self.unet_precision)
         if self.fit_solver not in get_args(Solver):
             raise ValueError(
                 f"fit_solver must be one of {get_args(Solver)}, got {self.fit_solver!r}"
@@ -358,13 +366,17 @@ class PINQI(nn.Module):
             return self.parameters_from_output(raw).expand(batch, -1, height, width)
         x = complex_to_channels(images).flatten(1, 2)
         iteration_t = torch.full((len(x),), float(iteration), device=x.device, dtype=x.dtype)
-        return self.parameters_from_output(self.parameter_net(x, iteration_t))
+        with unet_autocast(self.config.unet_precision, x):
+            out = self.parameter_net(x, iteration_t)
+        return self.parameters_from_output(out.to(x.dtype))
 
     def regularise_images(self, images: torch.Tensor, iteration: int) -> torch.Tensor:
         """Y_theta: a residual correction of the images ``(batch, n_tau, H, W)``."""
         x = complex_to_channels(images)
         iteration_t = torch.full((len(x),), float(iteration), device=x.device, dtype=x.dtype)
-        return images + channels_to_complex(self.image_net(x, iteration_t))
+        with unet_autocast(self.config.unet_precision, x):
+            out = self.image_net(x, iteration_t)
+        return images + channels_to_complex(out.to(x.dtype))
 
     def initial_images(
         self, acquisition: CartesianAcquisition, kspace: torch.Tensor

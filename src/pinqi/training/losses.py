@@ -14,6 +14,7 @@ def parameter_loss(
     brain_mask: torch.Tensor,
     outside_weight: float,
     t1_weight_power: float = 0.0,
+    t1_weight_max: float = 0.0,
 ) -> torch.Tensor:
     """Weighted MSE over (Re M0, Im M0, R1).
 
@@ -22,7 +23,9 @@ def parameter_loss(
     (T1_true = 1 / max(R1_true, 0.1 1/s)): 0 is the paper's MSE on R1; 2 weights the relative
     R1 error, i.e. the relative T1 error to first order; 4 is the squared T1 error in s^2 to
     first order (dT1 = -dR1 T1^2), the quantity the T1 nRMSE measures, which the plain R1 MSE
-    under-weights in long-T1 tissue (CSF) by orders of magnitude.
+    under-weights in long-T1 tissue (CSF) by orders of magnitude. ``t1_weight_max`` > 0 (s)
+    clamps T1_true in that weight to at most this value, so that long T1 (CSF, 2-4 s) is
+    weighted like T1 = ``t1_weight_max`` (0: no clamp).
 
     Parameters
     ----------
@@ -35,6 +38,8 @@ def parameter_loss(
     squared = (prediction - target) ** 2
     if t1_weight_power:
         t1_true = 1 / target[:, -1:].clamp(min=MIN_R1)
+        if t1_weight_max > 0:
+            t1_true = t1_true.clamp(max=t1_weight_max)
         squared = torch.cat([squared[:, :-1], squared[:, -1:] * t1_true**t1_weight_power], 1)
     return (squared * weight).mean()
 
@@ -46,10 +51,11 @@ def pinqi_loss(
     deep_supervision: float,
     outside_weight: float,
     t1_weight_power: float = 0.0,
+    t1_weight_max: float = 0.0,
 ) -> torch.Tensor:
     """Loss of the final parameters + ``deep_supervision`` x the loss of each earlier iterate."""
     losses = [
-        parameter_loss(p, target, brain_mask, outside_weight, t1_weight_power)
+        parameter_loss(p, target, brain_mask, outside_weight, t1_weight_power, t1_weight_max)
         for p in output.parameters
     ]
     return losses[-1] + deep_supervision * sum(losses[:-1])

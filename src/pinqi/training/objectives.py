@@ -30,7 +30,12 @@ def _parameters(
     prediction: torch.Tensor, target: torch.Tensor, batch: Batch, optim: OptimConfig
 ) -> torch.Tensor:
     return parameter_loss(
-        prediction, target, batch["brain_mask"], optim.outside_weight, optim.t1_weight_power
+        prediction,
+        target,
+        batch["brain_mask"],
+        optim.outside_weight,
+        optim.t1_weight_power,
+        optim.t1_weight_max,
     )
 
 
@@ -66,6 +71,7 @@ def training_loss(
             optim.deep_supervision,
             optim.outside_weight,
             optim.t1_weight_power,
+            optim.t1_weight_max,
         )
     p = output.parameters[-1]
     if isinstance(model, MANTIS):

@@ -1,0 +1,99 @@
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from pinqi.nets import PINQI, PINQIConfig, UNet
+from pinqi.nets.blocks import FactorisedConv3d
+from pinqi.nets.precision import unet_autocast, uses_bf16
+
+from test_nets import TINY, tiny_problem
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"kernel_size": (1, 3, 3), "padding": (0, 1, 1)},
+        {"kernel_size": 1},
+        {"kernel_size": (3, 1, 1), "padding": (1, 0, 0), "padding_mode": "replicate", "bias": False},
+        {"kernel_size": (3, 1, 1), "padding": (1, 0, 0)},
+    ],
+)
+def test_factorised_conv3d_equals_conv3d_with_the_same_weights(options):
+    torch.manual_seed(0)
+    reference = nn.Conv3d(6, 4, **options).double()
+    factorised = FactorisedConv3d(6, 4, **options).double()
+    factorised.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 6, 5, 8, 12, dtype=torch.float64, requires_grad=True)
+    expected, got = reference(x), factorised(x)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    weight = torch.randn_like(expected)
+    grads = torch.autograd.grad((expected * weight).sum(), [x, *reference.parameters()])
+    grads_f = torch.autograd.grad((got * weight).sum(), [x, *factorised.parameters()])
+    for a, b in zip(grads_f, grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_factorised_conv3d_refuses_a_full_3d_kernel():
+    with pytest.raises(ValueError, match=r"kernel \(1, k, k\) or \(k, 1, 1\)"):
+        FactorisedConv3d(2, 2, (3, 3, 3))
+
+
+def test_bf16_pseudo3d_unet_trains_forward_and_backward():
+    # PyTorch's CPU Conv3d backward crashed in bfloat16 for these widths (segmentation fault)
+    torch.manual_seed(0)
+    net = UNet(2, 2, (8, 16, 24, 32), pseudo3d=True, norm_groups=8)
+    x = torch.randn(2, 2, 5, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x, torch.zeros(2))
+    assert out.dtype == torch.bfloat16
+    out.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_uses_bf16_only_for_float32_inputs():
+    x32, x64 = torch.zeros(1), torch.zeros(1, dtype=torch.float64)
+    assert uses_bf16("bf16", x32)
+    assert not uses_bf16("bf16", x64)
+    assert not uses_bf16("fp32", x32)
+    assert not uses_bf16("auto", x64)
+
+
+def test_autocast_applies_to_the_unets_only():
+    x = torch.randn(2, 3)
+    linear = nn.Linear(3, 3)
+    with unet_autocast("bf16", x):
+        assert linear(x).dtype == torch.bfloat16
+    with unet_autocast("fp32", x):
+        assert linear(x).dtype == torch.float32
+
+
+def test_unknown_unet_precision_is_refused():
+    with pytest.raises(ValueError, match="unet_precision must be one of"):
+        PINQIConfig(unet_precision="fp16")
+
+
+def _reconstruct(precision: str, dtype: torch.dtype) -> tuple[PINQI, torch.Tensor]:
+    model, kspace, coils, mask, truth = tiny_problem(size=32)
+    torch.manual_seed(0)
+    net = PINQI(model, replace(TINY, unet_precision=precision)).to(dtype)
+    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    out = net(kspace.to(complex_dtype), coils.to(complex_dtype), mask)
+    return net, out.parameters[-1]
+
+
+def test_bf16_unets_change_the_maps_by_bf16_rounding_only():
+    _, p32 = _reconstruct("fp32", torch.float32)
+    _, p16 = _reconstruct("bf16", torch.float32)
+    assert p16.dtype == torch.float32
+    assert not torch.equal(p16, p32)  # the UNets did run in bfloat16
+    scale = p32.abs().flatten(2).amax(-1)[..., None, None]
+    assert ((p16 - p32).abs() / scale).max() < 0.02
+
+
+def test_float64_networks_are_never_autocast():
+    _, exact = _reconstruct("fp32", torch.float64)
+    _, asked_bf16 = _reconstruct("bf16", torch.float64)
+    assert asked_bf16.dtype == torch.float64
+    torch.testing.assert_close(asked_bf16, exact, rtol=0, atol=0)
