@@ -75,6 +75,7 @@ def test_test_objects_are_uniform_and_masked():
     t1 = 1 / sample["params"][2][mask].double()
     torch.testing.assert_close(t1, torch.full_like(t1, 0.25), rtol=1e-5, atol=0)
     assert bool((sample["params"][:2, ~mask].abs() < 1.5).all())
+    assert bool((sample["tissue"] == -1).all())  # test objects are no tissues
 
 
 def test_scanner_phase_spans_the_circle():

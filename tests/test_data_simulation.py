@@ -29,6 +29,7 @@ def test_sample_shapes_dtypes_and_ranges():
         "coil_maps": ((8, 48, 48), torch.complex64),
         "params": ((3, 48, 48), torch.float32),
         "brain_mask": ((48, 48), torch.bool),
+        "tissue": ((48, 48), torch.int8),
         "tau": ((5,), torch.float32),
         "noise_sigma": ((), torch.float32),
     }
@@ -45,6 +46,11 @@ def test_sample_shapes_dtypes_and_ranges():
     assert m0.max() <= 1.3 and m0[brain].min() > 0.2
     assert 0.1 < brain.float().mean() < 0.7
     assert 0.001 <= float(sample["noise_sigma"]) <= 0.04
+    # the tissue labels: the brain is made of CSF, GM, WM (and vessels); CSF has the long T1
+    tissue = sample["tissue"]
+    assert set(tissue[brain].tolist()) <= {1, 2, 3, 8}
+    assert (tissue == 0).sum() > 0 and (tissue[~brain] == 0).any()
+    assert t1[tissue == 1].median() > t1[tissue == 3].median() + 0.5
     torch.testing.assert_close((sample["coil_maps"].abs() ** 2).sum(0), torch.ones(48, 48))
 
 
@@ -196,6 +202,7 @@ def test_h5_roundtrip_and_attributes(tmp_path):
     with h5py.File(path) as f:
         assert f["kspace"].shape == (3, 5, 8, 48, 48)
         assert f["params"].shape == (3, 3, 48, 48) and f["brain_mask"].shape == (3, 48, 48)
+        assert f["tissue"].shape == (3, 48, 48) and f["tissue"].dtype == np.int8
         assert f.attrs["seed"] == 4 and f.attrs["split"] == "val"
         assert SimulationConfig.from_json(f.attrs["config"]) == SMALL
         np.testing.assert_allclose(f["tau"][()], SMALL.tau)

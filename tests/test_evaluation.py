@@ -53,7 +53,54 @@ def test_t1_clamped_is_the_share_of_mask_pixels_below_min_r1():
     prediction[1, 2, 3, 3] = 0.0  # 1 inside
     metrics = parameter_metrics(prediction, truth, mask)
     torch.testing.assert_close(metrics["t1_clamped"], torch.tensor([3 / 12, 1 / 12]))
-    assert list(metrics) == ["t1_nrmse", "t1_mae", "t1_clamped", "m0_nrmse", "m0_mae"]
+    assert list(metrics) == [
+        "t1_nrmse",
+        "t1_mae",
+        "t1_clamped",
+        "m0_nrmse",
+        "m0_mae",
+        "t1_nrmse_short",
+        "t1_median_rel",
+    ]
+
+
+def test_tissue_metrics_against_a_hand_calculation():
+    # one sample, 2 x 4 pixels: CSF (T1 3 s), GM (1.5 s), WM (1 s) and a background pixel
+    tissue = torch.tensor([[[1, 1, 2, 2], [3, 3, 0, 1]]])
+    t1_true = torch.tensor([[[3.0, 3.0, 1.5, 1.5], [1.0, 1.0, 0.5, 3.0]]])
+    t1 = torch.tensor([[[2.0, 2.5, 1.5, 1.8], [1.1, 0.9, 0.1, 3.0]]])
+    mask = tissue > 0
+    mask[0, 1, 3] = False  # a CSF pixel outside the brain mask is not counted
+
+    def params(t):
+        return torch.stack([torch.ones_like(t), torch.zeros_like(t), 1 / t], 1).double()
+
+    got = parameter_metrics(params(t1), params(t1_true), mask, tissue)
+    error = (t1 - t1_true)[0]
+    csf, gm, wm = error[0, :2], error[0, 2:], error[1, :2]
+    assert float(got["t1_bias_csf"]) == pytest.approx(float(csf.mean()))  # -0.75 s
+    assert float(got["t1_nrmse_csf"]) == pytest.approx(float(csf.norm() / (3 * 2**0.5)))
+    assert float(got["t1_bias_gm"]) == pytest.approx(0.15)
+    assert float(got["t1_nrmse_wm"]) == pytest.approx(float(wm.norm() / 2**0.5))
+    # T1 < 2 s: GM and WM pixels only
+    short = torch.cat([gm, wm])
+    assert float(got["t1_nrmse_short"]) == pytest.approx(
+        float(short.norm() / torch.tensor([1.5, 1.5, 1.0, 1.0]).norm())
+    )
+    relative = torch.tensor([1 / 3, 0.5 / 3, 0.0, 0.2, 0.1, 0.1])
+    assert float(got["t1_median_rel"]) == pytest.approx(float(relative.median()))
+    # the map and the reference swapped give other values (the metrics are not symmetric)
+    swapped = parameter_metrics(params(t1_true), params(t1), mask, tissue)
+    assert float(swapped["t1_nrmse_csf"]) != pytest.approx(float(got["t1_nrmse_csf"]), rel=0.05)
+    assert float(swapped["t1_bias_csf"]) == pytest.approx(-float(got["t1_bias_csf"]))
+
+
+def test_tissue_metrics_are_nan_where_a_sample_lacks_the_tissue():
+    tissue = torch.tensor([[[2, 3]], [[1, 1]]])
+    truth = torch.stack([torch.ones(2, 1, 2), torch.zeros(2, 1, 2), torch.ones(2, 1, 2)], 1)
+    got = parameter_metrics(truth, truth, tissue > 0, tissue)
+    assert torch.isnan(got["t1_nrmse_csf"][0]) and float(got["t1_nrmse_csf"][1]) == 0
+    assert torch.isnan(got["t1_bias_gm"][1]) and float(got["t1_bias_gm"][0]) == 0
 
 
 def test_baseline_recovers_t1_from_fully_sampled_data():
@@ -100,6 +147,21 @@ def test_evaluate_writes_metrics_summary_and_figures(trained, capsys):
         assert (root / "ev" / name).is_file()
     summary = (root / "ev" / "summary.md").read_text()
     assert "t1_clamped" in summary and "||x - x_true|| / ||x_true||" in summary
+    # the finer T1 metrics, each recomputed here from the stored maps' ground truth
+    dataset = H5Dataset(data)
+    truth = torch.stack([dataset[i]["params"] for i in range(len(dataset))])
+    masks = torch.stack([dataset[i]["brain_mask"] for i in range(len(dataset))])
+    tissue = torch.stack([dataset[i]["tissue"] for i in range(len(dataset))])
+    columns = ["t1_nrmse_short", "t1_median_rel"]
+    columns += [f"t1_{kind}_{t}" for t in ("csf", "gm", "wm") for kind in ("nrmse", "bias")]
+    assert set(columns) <= set(rows[0]) and all(c in summary for c in columns)
+    baseline = [r for r in rows if r["method"] == "CG-SENSE + fit"]
+    for row in baseline:
+        i = int(row["sample"])
+        region = masks[i] & (tissue[i] == 2)
+        assert region.any()
+        assert float(row["t1_bias_gm"]) != 0
+        assert (1 / truth[i, 2][region]).mean() > 1.0  # grey matter's T1 (1.2-2 s)
     out = capsys.readouterr().out
     assert "PINQI" in out and re.search(r"time: data .* s, PINQI .* s/sample\), baseline", out)
 

@@ -7,7 +7,6 @@ from torch import nn
 from pinqi.nets import PINQI, PINQIConfig, UNet
 from pinqi.nets.blocks import FactorisedConv3d
 from pinqi.nets.precision import unet_autocast, uses_bf16
-
 from test_nets import TINY, tiny_problem
 
 
@@ -16,7 +15,12 @@ from test_nets import TINY, tiny_problem
     [
         {"kernel_size": (1, 3, 3), "padding": (0, 1, 1)},
         {"kernel_size": 1},
-        {"kernel_size": (3, 1, 1), "padding": (1, 0, 0), "padding_mode": "replicate", "bias": False},
+        {
+            "kernel_size": (3, 1, 1),
+            "padding": (1, 0, 0),
+            "padding_mode": "replicate",
+            "bias": False,
+        },
         {"kernel_size": (3, 1, 1), "padding": (1, 0, 0)},
     ],
 )
@@ -75,7 +79,7 @@ def test_unknown_unet_precision_is_refused():
 
 
 def _reconstruct(precision: str, dtype: torch.dtype) -> tuple[PINQI, torch.Tensor]:
-    model, kspace, coils, mask, truth = tiny_problem(size=32)
+    model, kspace, coils, mask, _ = tiny_problem(size=32)
     torch.manual_seed(0)
     net = PINQI(model, replace(TINY, unet_precision=precision)).to(dtype)
     complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64

@@ -53,7 +53,7 @@ def test_presets_load_and_match_the_paper():
     assert paper.model.parameter_features == (32, 64, 96, 128)
     assert paper.data.tau == (0.5, 1.0, 1.5, 2.0, 8.0) and paper.data.acceleration == 8
     assert paper.data.fov_mm / paper.data.size == 1.0  # 1 mm pixels as acquired
-    assert paper.model.fit_solver == "lbfgs"
+    assert paper.model.fit_solver == "newton"  # the same minimiser, faster (issue 18)
     assert (paper.model.image_norm_groups, paper.model.parameter_norm_groups) == (8, 16)
     cpu = ExperimentConfig.from_yaml("configs/cpu.yaml")
     assert cpu.data.size == 96 and cpu.model.iterations >= 3

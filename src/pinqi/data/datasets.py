@@ -111,7 +111,8 @@ class SimulatedDataset(torch.utils.data.Dataset):
 
     Each item is a dict with ``kspace`` complex64 ``(n_tau, n_coils, H, W)``, ``mask`` bool
     ``(n_tau, 1, W)``, ``coil_maps`` complex64 ``(n_coils, H, W)``, ``params`` float32
-    ``(3, H, W)`` = [Re M0, Im M0, R1 in 1/s], ``brain_mask`` bool ``(H, W)``, ``tau`` float32
+    ``(3, H, W)`` = [Re M0, Im M0, R1 in 1/s], ``brain_mask`` bool ``(H, W)``, ``tissue`` int8
+    ``(H, W)`` (:func:`~pinqi.data.simulation.simulate`), ``tau`` float32
     ``(n_tau,)`` in s, ``noise_sigma`` ``()`` and the anatomy's ``subject`` and ``slice``
     (-1 for the phantom). The training split is geometrically augmented; validation and test
     are not.
@@ -295,6 +296,7 @@ _H5_FIELDS = {
     "coil_maps": np.complex64,
     "params": np.float32,
     "brain_mask": np.bool_,
+    "tissue": np.int8,
     "noise_sigma": np.float32,
     "subject": np.int16,
     "slice": np.int16,
@@ -309,14 +311,14 @@ def write_h5(
 ) -> Path:
     """Write every sample of ``dataset`` to an HDF5 file.
 
-    Datasets: ``kspace (n, n_tau, n_coils, H, W)``, ``mask (n, n_tau, 1, W)``,
-    ``coil_maps (n, n_coils, H, W)``, ``params (n, 3, H, W)``, ``brain_mask (n, H, W)``,
-    ``noise_sigma (n,)``, ``subject (n,)``, ``slice (n,)`` and ``tau (n_tau,)``, each where the
-    samples have it (real data has no ``params`` or ``brain_mask``); attributes ``config``
-    (JSON), ``seed``, ``split``, ``epoch``, ``pinqi_version``, ``conventions`` and any
-    ``attributes``. ``dataset`` is any sequence of samples with a ``config``. Samples are
-    compressed (LZF) one per chunk. The file appears complete or not at all
-    (:func:`~pinqi.io.staging.staged_file`).
+    Datasets: ``kspace (n, n_tau, n_coils, H, W)``, ``mask (n, n_tau, 1, W)``, ``coil_maps (n,
+    n_coils, H, W)``, ``params (n, 3, H, W)``, ``brain_mask (n, H, W)``, ``tissue (n, H, W)``
+    (tissue label per pixel), ``noise_sigma (n,)``, ``subject (n,)``, ``slice (n,)`` and ``tau
+    (n_tau,)``, each where the samples have it (real data has no ``params`` or ``brain_mask``);
+    attributes ``config`` (JSON), ``seed``, ``split``, ``epoch``, ``pinqi_version``,
+    ``conventions`` and any ``attributes``. ``dataset`` is any sequence of samples with a
+    ``config``. Samples are compressed (LZF) one per chunk. The file appears complete or not at
+    all (:func:`~pinqi.io.staging.staged_file`).
     """
     from tqdm.auto import tqdm
 

@@ -337,8 +337,10 @@ def simulate(
     """One sample from class fractions already on the image grid.
 
     Returns the :func:`acquire` outputs plus ``params`` float32 ``(P, H, W)`` (R1 last),
-    ``brain_mask`` bool ``(H, W)`` (for ``uniform_objects``: the objects) and ``tau`` float32
-    ``(n_tau,)``.
+    ``brain_mask`` bool ``(H, W)`` (for ``uniform_objects``: the objects), ``tissue`` int8
+    ``(H, W)`` (the class of the largest fraction of every pixel, labels of
+    :data:`~pinqi.data.tissues.CLASS_NAMES`; -1 for ``uniform_objects``, whose classes are no
+    tissues) and ``tau`` float32 ``(n_tau,)``.
     """
     params = parameter_maps(fractions, generator, config, uniform_objects)
     if config.signal_model == "inversion-ab":
@@ -349,6 +351,9 @@ def simulate(
     sample.update(
         params=params,
         brain_mask=brain_mask(fractions, range(1, N_CLASSES) if uniform_objects else BRAIN_LABELS),
+        tissue=torch.full(fractions.shape[-2:], -1, dtype=torch.int8)
+        if uniform_objects
+        else fractions.argmax(0).to(torch.int8),
         tau=torch.tensor(config.tau, dtype=torch.float32),
     )
     return sample

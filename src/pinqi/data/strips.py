@@ -26,8 +26,8 @@ def readout_strip(
     sample
         A sample of :class:`~pinqi.data.datasets.SimulatedDataset`: ``kspace``
         ``(n_tau, n_coils, H, W)``, ``mask`` ``(n_tau, 1, W)`` (whole lines), ``coil_maps``
-        ``(n_coils, H, W)``, ``params`` ``(P, H, W)``, ``brain_mask`` ``(H, W)``; other
-        entries are kept as they are.
+        ``(n_coils, H, W)``, ``params`` ``(P, H, W)``, ``brain_mask`` and ``tissue``
+        ``(H, W)``; other entries are kept as they are.
     start, rows
         First row and number of rows of the strip.
 
@@ -47,7 +47,7 @@ def readout_strip(
     hybrid = centered_ifft(sample["kspace"], dim=-2)[..., start : start + rows, :]
     strip = dict(sample)
     strip["kspace"] = centered_fft(hybrid, dim=-2)
-    for name in ("coil_maps", "params", "brain_mask"):
+    for name in ("coil_maps", "params", "brain_mask", "tissue"):
         strip[name] = sample[name][..., start : start + rows, :].contiguous()
     return strip
 

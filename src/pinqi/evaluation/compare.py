@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import statistics
 import time
@@ -32,7 +33,7 @@ from pinqi.config import ExperimentConfig
 from pinqi.data.datasets import H5Dataset, SimulatedDataset, write_h5
 from pinqi.evaluation.bart import BART_INSTALL_HINT
 from pinqi.evaluation.baseline import cg_sense_fit
-from pinqi.evaluation.metrics import parameter_metrics
+from pinqi.evaluation.metrics import TISSUE_CLASSES, parameter_metrics
 from pinqi.nets.methods import count_parameters
 from pinqi.physics import signal_model
 from pinqi.training.clock import training_clock
@@ -61,6 +62,9 @@ COLUMNS = (
     "t1_mae_mean",
     "t1_mae_std",
     "m0_nrmse_mean",
+    "t1_nrmse_short_mean",
+    "t1_median_rel_mean",
+    *(f"t1_{kind}_{tissue}_mean" for tissue in TISSUE_CLASSES for kind in ("nrmse", "bias")),
     "n_params",
     "train_minutes",
     "trained_on",
@@ -180,7 +184,12 @@ def _test_set(config: ExperimentConfig, comparison: Comparison, out: Path) -> H5
 def _rows(name: str, params: torch.Tensor, dataset: H5Dataset) -> list[dict]:
     truth = torch.stack([dataset[i]["params"] for i in range(len(dataset))])
     masks = torch.stack([dataset[i]["brain_mask"] for i in range(len(dataset))])
-    metrics = parameter_metrics(params, truth, masks)
+    tissue = (
+        torch.stack([dataset[i]["tissue"] for i in range(len(dataset))])
+        if "tissue" in dataset.fields
+        else None
+    )
+    metrics = parameter_metrics(params, truth, masks, tissue)
     return [
         {"sample": i, "method": name} | {k: float(v[i]) for k, v in metrics.items()}
         for i in range(len(dataset))
@@ -194,13 +203,26 @@ def _summary(rows: list[dict], **extra: object) -> dict:
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
     t1, mae, m0 = ([r[key] for r in rows] for key in ("t1_nrmse", "t1_mae", "m0_nrmse"))
-    return {
-        "t1_nrmse_mean": statistics.fmean(t1),
-        "t1_nrmse_std": spread(t1),
-        "t1_mae_mean": statistics.fmean(mae),
-        "t1_mae_std": spread(mae),
-        "m0_nrmse_mean": statistics.fmean(m0),
-    } | extra
+    # the finer T1 metrics, where the rows have them (rows of older runs do not); samples
+    # without a region (NaN) are left out of its mean
+    finer = {}
+    for column in COLUMNS:
+        key = column.removesuffix("_mean")
+        if column.endswith("_mean") and key not in ("t1_nrmse", "t1_mae", "m0_nrmse"):
+            values = [float(r[key]) for r in rows if key in r and not math.isnan(float(r[key]))]
+            if values:
+                finer[column] = statistics.fmean(values)
+    return (
+        {
+            "t1_nrmse_mean": statistics.fmean(t1),
+            "t1_nrmse_std": spread(t1),
+            "t1_mae_mean": statistics.fmean(mae),
+            "t1_mae_std": spread(mae),
+            "m0_nrmse_mean": statistics.fmean(m0),
+        }
+        | finer
+        | extra
+    )
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
@@ -308,18 +330,34 @@ def write_table(summaries: list[dict], csv_path: Path) -> None:
         writer.writeheader()
         writer.writerows({k: s.get(k, "") for k in COLUMNS} for s in summaries)
     lines = [
-        "| method | group | delays | T1 nRMSE | T1 MAE [s] | M0 nRMSE | weights | train [min] "
-        "| trained on | s/slice |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | group | delays | T1 nRMSE | T1 MAE [s] | M0 nRMSE | T1 nRMSE T1<2s "
+        "| CSF nRMSE / bias [s] | GM nRMSE / bias [s] | WM nRMSE / bias [s] | weights "
+        "| train [min] | trained on | s/slice |",
+        "|---" * 14 + "|",
     ]
     for s in summaries:
+        tissues = " | ".join(
+            _cells(s, f"t1_nrmse_{t}_mean", f"t1_bias_{t}_mean") for t in TISSUE_CLASSES
+        )
         lines.append(
             f"| {s['method']} | {s['group']} | {s['n_tau']} | {s['t1_nrmse_mean']:.3f} +- "
             f"{s['t1_nrmse_std']:.3f} | {s['t1_mae_mean']:.3f} +- {s['t1_mae_std']:.3f} | "
-            f"{s['m0_nrmse_mean']:.3f} | {s['n_params']:,d} | {s['train_minutes']:.0f} | "
+            f"{s['m0_nrmse_mean']:.3f} | {_cells(s, 't1_nrmse_short_mean')} | {tissues} | "
+            f"{s['n_params']:,d} | {s['train_minutes']:.0f} | "
             f"{s.get('trained_on') or '-'} | {s['inference_seconds_per_slice']:.2f} |"
         )
     csv_path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def _cells(summary: dict, *columns: str) -> str:
+    """``columns`` of a summary as ``a / b`` with 3 decimals; ``-`` where a row lacks them."""
+    values = [summary.get(c) for c in columns]
+    if any(v in (None, "") for v in values):
+        return "-"
+    return " / ".join(
+        f"{float(v):+.3f}" if "bias" in c else f"{float(v):.3f}"
+        for c, v in zip(columns, values, strict=True)
+    )
 
 
 def plot_comparison(out: Path, summaries: list[dict], folder: Path) -> list[Path]:

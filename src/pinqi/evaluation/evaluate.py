@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 import time
 import warnings
@@ -287,8 +288,10 @@ def evaluate(
     """Metrics of PINQI and the baseline per test sample; CSV, summary and figures in ``out``.
 
     Writes ``metrics.csv`` (columns ``sample, method, t1_nrmse, t1_mae, t1_clamped, m0_nrmse,
-    m0_mae``, see :func:`~pinqi.evaluation.metrics.parameter_metrics`; T1 errors in s inside
-    the brain mask), ``summary.md`` and the figures ``maps.png`` (|M0| and T1 with error maps,
+    m0_mae, t1_nrmse_short, t1_median_rel``, and for data with tissue labels
+    ``t1_nrmse_<tissue>, t1_bias_<tissue>`` for CSF, GM and WM, see
+    :func:`~pinqi.evaluation.metrics.parameter_metrics`; T1 errors in s inside the brain
+    mask), ``summary.md`` and the figures ``maps.png`` (|M0| and T1 with error maps,
     like the paper's Fig. 4) and ``distributions.png`` (per-sample T1 nRMSE and MAE, like
     Fig. 5). Prints the summary table and where the time went.
 
@@ -333,9 +336,14 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     truth = torch.stack([dataset[i]["params"] for i in range(len(dataset))])
     masks = torch.stack([dataset[i]["brain_mask"] for i in range(len(dataset))])
+    tissue = (
+        torch.stack([dataset[i]["tissue"] for i in range(len(dataset))])
+        if "tissue" in dataset.fields
+        else None
+    )
     rows = []
     for method, prediction in result.maps.items():
-        metrics = parameter_metrics(prediction, truth, masks)
+        metrics = parameter_metrics(prediction, truth, masks, tissue)
         metrics["kspace_residual"] = result.kspace_residual[method]
         for i in range(len(dataset)):
             rows.append(
@@ -365,14 +373,20 @@ def evaluate(
 
 
 def summarise(rows: list[dict]) -> str:
-    """Markdown table: mean and standard deviation of every metric per method."""
+    """Markdown table: mean and standard deviation of every metric per method.
+
+    Samples without a metric's region (NaN, e.g. no CSF in the slice) are left out of it.
+    """
     methods = list(dict.fromkeys(r["method"] for r in rows))
     names = [k for k in rows[0] if k not in ("sample", "method")]
     lines = ["| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for method in methods:
         cells = []
         for name in names:
-            values = [r[name] for r in rows if r["method"] == method]
+            values = [r[name] for r in rows if r["method"] == method and not math.isnan(r[name])]
+            if not values:
+                cells.append("-")
+                continue
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.4f} +- {spread:.4f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")

@@ -277,12 +277,18 @@ class PINQITask(L.LightningModule):
         self.log(
             "val_loss", self._loss(batch, output), prog_bar=True, batch_size=size, sync_dist=True
         )
-        metrics = parameter_metrics(output.parameters[-1], batch["params"], batch["brain_mask"])
+        metrics = parameter_metrics(
+            output.parameters[-1], batch["params"], batch["brain_mask"], batch.get("tissue")
+        )
         for name, values in metrics.items():
+            # the mean over the samples that have the region (e.g. CSF), weighted by their count
+            present = int((~torch.isnan(values)).sum())
+            if not present:
+                continue
             self.log(
                 f"val_{name}",
-                values.mean(),
-                batch_size=size,
+                values.nansum() / present,
+                batch_size=present,
                 sync_dist=True,
                 prog_bar=name == "t1_nrmse",
             )
