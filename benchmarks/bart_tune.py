@@ -26,7 +26,7 @@ from pinqi.data.datasets import SimulatedDataset
 from pinqi.data.simulation import TAU_PAPER, SimulationConfig
 from pinqi.evaluation.bart import BartConfig, bart_pics_fit
 from pinqi.evaluation.baseline import cg_sense_fit
-from pinqi.evaluation.metrics import parameter_metrics
+from pinqi.metrics import parameter_metrics
 from pinqi.physics import SaturationRecovery
 
 from _measure import machine

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from pinqi.evaluation.calibration import calibrate_residual_check
-from pinqi.io.checkpoints import load_model, package_commit
+from pinqi.training.checkpoints import load_model, package_commit
 
 
 def main() -> None:

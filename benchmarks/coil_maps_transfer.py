@@ -20,10 +20,10 @@ import torch
 from pinqi.data.datasets import SimulatedDataset
 from pinqi.data.simulation import SimulationConfig
 from pinqi.data.undersample import intensity_scale
-from pinqi.evaluation.metrics import t1_from_r1
-from pinqi.io.checkpoints import load_model
+from pinqi.metrics import t1_from_r1
 from pinqi.physics import calibration_images, walsh_maps
 from pinqi.physics.coil_estimation import align_phase
+from pinqi.training.checkpoints import load_model
 
 from _measure import machine
 

@@ -17,7 +17,7 @@ import torch
 
 from pinqi.evaluation.calibration import calibrate_residual_check
 from pinqi.evaluation.consistency import RESIDUAL_RATIO_LIMIT
-from pinqi.io.checkpoints import load_model
+from pinqi.training.checkpoints import load_model
 
 RESULTS = Path("docs/results")
 MODELS = {

@@ -17,9 +17,9 @@ import torch
 
 from pinqi.config import ExperimentConfig
 from pinqi.evaluation.baseline import cg_sense_fit
-from pinqi.evaluation.metrics import parameter_metrics
-from pinqi.io.checkpoints import load_model
+from pinqi.metrics import parameter_metrics
 from pinqi.nets.pinqi import inverse_softplus
+from pinqi.training.checkpoints import load_model
 from pinqi.training.module import SimulatedDataModule
 
 

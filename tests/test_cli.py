@@ -6,7 +6,7 @@ import pytest
 
 from pinqi.cli import main
 from pinqi.demo import run_demo
-from pinqi.io.checkpoints import default_model_path
+from pinqi.training.checkpoints import default_model_path
 
 
 def test_help_lists_subcommands():

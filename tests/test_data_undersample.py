@@ -8,9 +8,9 @@ from pinqi.cli import main
 from pinqi.data.datasets import H5Dataset, SimulatedDataset
 from pinqi.data.simulation import SimulationConfig
 from pinqi.data.undersample import resize, series_images
-from pinqi.evaluation.metrics import parameter_metrics
 from pinqi.io.grid import SourceGrid
 from pinqi.io.series import read_series
+from pinqi.metrics import parameter_metrics
 from pinqi.physics import SaturationRecovery
 
 TAU = (0.5, 1.0, 1.5, 2.0, 8.0)

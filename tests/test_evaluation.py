@@ -13,9 +13,9 @@ from pinqi.data.datasets import H5Dataset, SimulatedDataset, write_h5
 from pinqi.data.simulation import SimulationConfig
 from pinqi.evaluation.baseline import cg_sense_fit
 from pinqi.evaluation.evaluate import reconstruct_all
-from pinqi.evaluation.metrics import MIN_R1, parameter_metrics, t1_from_r1
-from pinqi.io.checkpoints import load_model
+from pinqi.metrics import MIN_R1, parameter_metrics, t1_from_r1
 from pinqi.physics import SaturationRecovery
+from pinqi.training.checkpoints import load_model
 from pinqi.training.run import train
 
 from test_training import TINY

@@ -13,20 +13,13 @@ from pinqi.cli import REFERENCE_NAMES, main
 from pinqi.config import ExperimentConfig
 from pinqi.data.datasets import SimulatedDataset, write_h5
 from pinqi.data.simulation import SimulationConfig
-from pinqi.evaluation import bart as bart_module
-from pinqi.evaluation.bart import (
-    BartConfig,
-    BartNotFoundError,
-    bart_pics,
-    bart_pics_fit,
-    find_bart,
-    run_bart,
-    to_bart,
-)
+from pinqi.evaluation.bart import BartConfig, bart_pics, bart_pics_fit, to_bart
 from pinqi.evaluation.baseline import BaselineConfig, cg_sense_fit, fit_flat_prior
 from pinqi.evaluation.evaluate import REFERENCES
-from pinqi.evaluation.metrics import parameter_metrics
-from pinqi.io.cfl import read_cfl, write_cfl
+from pinqi.external import bart as bart_module
+from pinqi.external.bart import BartNotFoundError, find_bart, run_bart
+from pinqi.external.cfl import read_cfl, write_cfl
+from pinqi.metrics import parameter_metrics
 from pinqi.nets import PINQI
 from pinqi.physics import CartesianAcquisition, SaturationRecovery, birdcage_maps
 from pinqi.physics.fft import fft2c

@@ -8,9 +8,13 @@ import yaml
 
 from pinqi.cli import main
 from pinqi.config import ExperimentConfig
-from pinqi.evaluation.calibration import MARGIN, calibrate_residual_check, residual_ratio_limit
-from pinqi.evaluation.consistency import RESIDUAL_RATIO_LIMIT, OutOfDistributionWarning
-from pinqi.io.checkpoints import default_model_path, load_model
+from pinqi.evaluation.calibration import MARGIN, calibrate_residual_check
+from pinqi.evaluation.consistency import (
+    RESIDUAL_RATIO_LIMIT,
+    OutOfDistributionWarning,
+    residual_ratio_limit,
+)
+from pinqi.training.checkpoints import default_model_path, load_model
 from pinqi.training.run import train
 
 TINY = {

@@ -8,7 +8,7 @@ from pinqi.cli import main
 from pinqi.data.datasets import H5Dataset, SimulatedDataset, write_h5
 from pinqi.data.simulation import SimulationConfig
 from pinqi.evaluation.fit import combine, fit_images
-from pinqi.evaluation.metrics import parameter_metrics
+from pinqi.metrics import parameter_metrics
 from pinqi.physics import signal_model
 
 from conftest import random_ab_parameters

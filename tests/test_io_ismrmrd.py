@@ -102,7 +102,7 @@ def test_errors(tmp_path, sample):
 def test_import_and_reconstruct_raw_data(tmp_path, sample):
     from pinqi.cli import main
     from pinqi.data.datasets import H5Dataset
-    from pinqi.io.ismrmrd import prepare_raw
+    from pinqi.data.raw import prepare_raw
 
     write_file(tmp_path / "raw.h5", sample)
     raw = read_ismrmrd(tmp_path / "raw.h5")
@@ -152,7 +152,8 @@ def test_calibration_scan_is_whitened_like_the_data(tmp_path, sample):
 def test_coil_maps_from_a_calibration_scan(tmp_path, sample):
     from pinqi.cli import main
     from pinqi.data.datasets import H5Dataset
-    from pinqi.io.ismrmrd import _fit_matrix, prepare_raw, read_calibration
+    from pinqi.data.raw import _fit_matrix, prepare_raw
+    from pinqi.io.ismrmrd import read_calibration
 
     write_file(tmp_path / "raw.h5", sample)
     write_file(tmp_path / "cal.h5", calibration_scan(sample))
@@ -187,7 +188,8 @@ def test_coil_maps_from_a_calibration_scan(tmp_path, sample):
 
 
 def test_espirit_maps_from_a_calibration_scan(tmp_path, sample):
-    from pinqi.io.ismrmrd import prepare_raw, read_calibration
+    from pinqi.data.raw import prepare_raw
+    from pinqi.io.ismrmrd import read_calibration
 
     if shutil.which("bart") is None:
         pytest.skip("BART is not installed (apt-get install -y bart)")

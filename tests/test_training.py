@@ -8,7 +8,7 @@ import yaml
 from pinqi.cli import main
 from pinqi.config import ExperimentConfig
 from pinqi.data.datasets import SimulatedDataset
-from pinqi.io.checkpoints import export_model, load_model
+from pinqi.training.checkpoints import export_model, load_model
 from pinqi.training.clock import training_clock
 from pinqi.training.losses import parameter_loss
 from pinqi.training.module import PINQITask

@@ -25,9 +25,9 @@ import pinqi
 from pinqi.config import ExperimentConfig
 from pinqi.data.brainweb import SPLITS
 from pinqi.data.datasets import EpochIndexedDataset, EpochSampler, SimulatedDataset
-from pinqi.io.checkpoints import model_card, package_commit
 from pinqi.solvers import ConvergenceWarning
 from pinqi.training import run
+from pinqi.training.checkpoints import model_card, package_commit
 from pinqi.training.module import (
     NonFiniteTrainingError,
     PINQITask,

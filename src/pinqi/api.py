@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pinqi.evaluation.calibration import residual_ratio_limit
 from pinqi.evaluation.consistency import (
     check_consistency,
     residual_ratio,
+    residual_ratio_limit,
     warn_if_inconsistent,
 )
 from pinqi.evaluation.evaluate import check_acquisition, resolve_device
-from pinqi.evaluation.metrics import t1_from_r1
-from pinqi.io.checkpoints import DEFAULT_MODEL, load_model
+from pinqi.metrics import t1_from_r1
+from pinqi.training.checkpoints import DEFAULT_MODEL, load_model
 
 
 def reconstruct_maps(

@@ -69,6 +69,27 @@ def _train(args: argparse.Namespace) -> None:
     print(f"training finished; last checkpoint: {last}")
 
 
+def _learning_curve(args: argparse.Namespace) -> None:
+    from pinqi.evaluation.learning_curve import learning_curve
+
+    runs = {}
+    for item in args.runs:
+        label, sep, folder = item.rpartition("=")
+        runs[label if sep else Path(folder).name] = Path(folder)
+    missing = [str(f) for f in runs.values() if not (f / "logs" / "metrics.csv").is_file()]
+    if missing:
+        raise SystemExit(f"pinqi learning-curve: no logs/metrics.csv in {', '.join(missing)}")
+    columns = tuple(c.strip() for c in args.columns.split(","))
+    rows = learning_curve(runs, args.out, columns, args.min_samples)
+    for row in rows:
+        print(
+            f"{row['run']} {row['column']}: {row['value']:.4f} at {row['samples']:,} samples; "
+            f"trend ~ samples^-{row['exponent']:.3f} -> {row['at_2x']:.4f} at 2x, "
+            f"{row['at_10x']:.4f} at 10x"
+        )
+    print(f"wrote {Path(args.out) / 'learning_curve.png'} and learning_curve.csv")
+
+
 def _compare(args: argparse.Namespace) -> None:
     from pinqi.evaluation.compare import Comparison, run_comparison
 
@@ -112,8 +133,9 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pinqi.evaluation.bart import BartConfig, BartNotFoundError
+    from pinqi.evaluation.bart import BartConfig
     from pinqi.evaluation.evaluate import evaluate
+    from pinqi.external.bart import BartNotFoundError
 
     settings = {"tv_weight": args.bart_tv, "iterations": args.bart_iterations}
     bart = BartConfig(**{k: v for k, v in settings.items() if v is not None})
@@ -152,7 +174,7 @@ def _reconstruct(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from pinqi.evaluation.calibration import calibrate_residual_check
-    from pinqi.io.checkpoints import export_model, load_model, model_card
+    from pinqi.training.checkpoints import export_model, load_model, model_card
 
     card = model_card(args.checkpoint, args.notes)
     if args.calibration_samples > 0:
@@ -205,9 +227,10 @@ def _undersample(args: argparse.Namespace) -> None:
 
 def _import_ismrmrd(args: argparse.Namespace) -> None:
     from pinqi.data.datasets import write_h5
+    from pinqi.data.raw import prepare_raw
     from pinqi.data.simulation import SimulationConfig
     from pinqi.data.undersample import RealSample
-    from pinqi.io.ismrmrd import prepare_raw, read_calibration, read_ismrmrd
+    from pinqi.io.ismrmrd import read_calibration, read_ismrmrd
 
     tau = _delays(args.tau) if args.tau else None
     raw = read_ismrmrd(args.raw, tau=tau)
@@ -483,6 +506,35 @@ def build_parser() -> argparse.ArgumentParser:
         "config.yaml records the result",
     )
     train.set_defaults(run=_train)
+
+    curve = commands.add_parser(
+        "learning-curve",
+        help="validation error against training samples, with a fitted trend",
+        description="Plot the validation curves of training runs over training samples, fit "
+        "a power law (error = a samples^-b) to each after the pretraining and print what it "
+        "predicts for 2x and 10x the samples.",
+    )
+    curve.add_argument(
+        "--run",
+        dest="runs",
+        action="append",
+        required=True,
+        metavar="[LABEL=]FOLDER",
+        help="run folder of pinqi train (repeatable); the label defaults to the folder name",
+    )
+    curve.add_argument("--out", type=Path, required=True, help="output folder")
+    curve.add_argument(
+        "--columns",
+        default="val_t1_nrmse",
+        help="comma-separated validation metrics of the log (the first is plotted), e.g. "
+        "val_t1_nrmse,val_t1_nrmse_csf,val_t1_bias_csf",
+    )
+    curve.add_argument(
+        "--min-samples",
+        type=int,
+        help="fit the trend from this many samples on (default: after the pretraining)",
+    )
+    curve.set_defaults(run=_learning_curve)
 
     evaluate = commands.add_parser(
         "evaluate",

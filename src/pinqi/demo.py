@@ -12,9 +12,9 @@ import torch
 from pinqi.data.datasets import SimulatedDataset
 from pinqi.evaluation.baseline import cg_sense_fit
 from pinqi.evaluation.figures import plot_maps
-from pinqi.evaluation.metrics import parameter_metrics
-from pinqi.io.checkpoints import DEFAULT_MODEL, load_model
+from pinqi.metrics import parameter_metrics
 from pinqi.solvers import SolverInfo
+from pinqi.training.checkpoints import DEFAULT_MODEL, load_model
 
 
 @dataclass(frozen=True)

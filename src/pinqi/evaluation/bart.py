@@ -2,7 +2,7 @@
 
 BART (the Berkeley Advanced Reconstruction Toolbox, https://mrirecon.github.io/bart/) is run
 through its command line (``bart`` on the ``PATH``); arrays are exchanged as BART's
-``.hdr``/``.cfl`` files (:mod:`pinqi.io.cfl`) in a temporary folder.
+``.hdr``/``.cfl`` files (:mod:`pinqi.external.cfl`) in a temporary folder.
 
 Conventions (measured with BART 0.8.00, checked by ``tests/test_evaluation_bart.py``):
 
@@ -25,8 +25,6 @@ Conventions (measured with BART 0.8.00, checked by ``tests/test_evaluation_bart.
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +33,9 @@ import numpy as np
 import torch
 
 from pinqi.evaluation.baseline import BaselineConfig, fit_flat_prior
-from pinqi.io.cfl import read_cfl, write_cfl
+from pinqi.external.bart import find_bart, run_bart
+from pinqi.external.cfl import read_cfl, write_cfl
 from pinqi.physics import CartesianAcquisition, SignalModel
-
-#: How to get BART, appended to the error where it is missing.
-BART_INSTALL_HINT = "install it (Debian/Ubuntu: apt-get install -y bart)"
 
 #: BART dimensions of pinqi's image axes H, W, of the coils and of the delays.
 READ, PHASE, COIL, TIME = 0, 1, 3, 10
@@ -48,44 +44,6 @@ READ, PHASE, COIL, TIME = 0, 1, 3, 10
 #: ``joint_frames`` its thresholding couples the delays (TIME).
 SPATIAL_FLAGS = (1 << READ) | (1 << PHASE)
 TIME_FLAG = 1 << TIME
-
-
-class BartNotFoundError(FileNotFoundError):
-    """The ``bart`` executable is not on the ``PATH``."""
-
-
-def find_bart() -> str:
-    """Path of the ``bart`` executable.
-
-    Raises
-    ------
-    BartNotFoundError
-        If ``bart`` is not on the ``PATH``.
-    """
-    path = shutil.which("bart")
-    if path is None:
-        raise BartNotFoundError(f"BART not found: {BART_INSTALL_HINT}")
-    return path
-
-
-def run_bart(*args: str, cwd: str | Path) -> str:
-    """Run ``bart ARGS`` in the folder ``cwd`` (where its array files are); return its stdout.
-
-    Raises
-    ------
-    BartNotFoundError
-        If ``bart`` is not on the ``PATH``.
-    RuntimeError
-        If the command fails; the message holds the command and the end of its output.
-    """
-    command = [find_bart(), *args]
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    if done.returncode != 0:
-        output = (done.stderr + done.stdout).strip()[-1000:]
-        raise RuntimeError(
-            f"'bart {' '.join(args)}' failed with exit status {done.returncode}: {output}"
-        )
-    return done.stdout
 
 
 @dataclass(frozen=True)

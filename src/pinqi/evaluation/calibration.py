@@ -7,17 +7,14 @@ ratio (:data:`~pinqi.evaluation.consistency.RESIDUAL_RATIO_LIMIT`) therefore war
 for some models and too rarely for others. Here the limit is set from the ratios the model
 itself reaches on simulated validation slices of its own training distribution (without the
 coverage extras), and stored in its model card (``pinqi export``), where
-:func:`residual_ratio_limit` finds it.
+:func:`~pinqi.evaluation.consistency.residual_ratio_limit` finds it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from pinqi.config import ExperimentConfig
-from pinqi.evaluation.consistency import RESIDUAL_RATIO_LIMIT
 from pinqi.nets.pinqi import PINQI
 
 #: The limit is this factor times the largest validation ratio (with the default 32 slices,
@@ -55,18 +52,3 @@ def calibrate_residual_check(
         "n_samples": n_samples,
         "data": f"validation split of the training data ({data.anatomy}), seed {seed}",
     }
-
-
-def residual_ratio_limit(checkpoint: str | Path) -> float:
-    """The residual-ratio limit of a model: its card's calibrated ``residual_check.limit``.
-
-    Falls back to :data:`~pinqi.evaluation.consistency.RESIDUAL_RATIO_LIMIT` for Lightning
-    checkpoints and for models exported without a calibration.
-    """
-    from pinqi.io.checkpoints import SHIPPED_MODELS, shipped_model_path
-
-    name = str(checkpoint)
-    path = shipped_model_path(name) if name in SHIPPED_MODELS else Path(checkpoint)
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    check = state.get("card", {}).get("residual_check", {}) if isinstance(state, dict) else {}
-    return float(check.get("limit", RESIDUAL_RATIO_LIMIT))

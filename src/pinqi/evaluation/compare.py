@@ -31,9 +31,9 @@ import yaml
 
 from pinqi.config import ExperimentConfig
 from pinqi.data.datasets import H5Dataset, SimulatedDataset, write_h5
-from pinqi.evaluation.bart import BART_INSTALL_HINT
 from pinqi.evaluation.baseline import cg_sense_fit
-from pinqi.evaluation.metrics import TISSUE_CLASSES, parameter_metrics
+from pinqi.external.bart import BART_INSTALL_HINT
+from pinqi.metrics import TISSUE_CLASSES, parameter_metrics
 from pinqi.nets.methods import count_parameters
 from pinqi.physics import signal_model
 from pinqi.training.clock import training_clock
@@ -256,7 +256,7 @@ def _run_method(
 ) -> dict:
     """Train (or resume) one method, evaluate it on its test set, store its result."""
     from pinqi.evaluation.evaluate import reconstruct_all
-    from pinqi.io.checkpoints import load_model
+    from pinqi.training.checkpoints import load_model
 
     folder = out / entry.name
     last = _train_method(entry, comparison, out, overrides)

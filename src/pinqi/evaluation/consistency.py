@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -130,3 +131,18 @@ def warn_if_inconsistent(
             stacklevel=2,
         )
     return bad
+
+
+def residual_ratio_limit(checkpoint: str | Path) -> float:
+    """The residual-ratio limit of a model: its card's calibrated ``residual_check.limit``.
+
+    Falls back to :data:`RESIDUAL_RATIO_LIMIT` for Lightning
+    checkpoints and for models exported without a calibration.
+    """
+    from pinqi.training.checkpoints import SHIPPED_MODELS, shipped_model_path
+
+    name = str(checkpoint)
+    path = shipped_model_path(name) if name in SHIPPED_MODELS else Path(checkpoint)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    check = state.get("card", {}).get("residual_check", {}) if isinstance(state, dict) else {}
+    return float(check.get("limit", RESIDUAL_RATIO_LIMIT))

@@ -17,21 +17,22 @@ import torch
 from tqdm.auto import tqdm
 
 from pinqi.data.datasets import H5Dataset
-from pinqi.evaluation.bart import BartConfig, bart_pics_fit, find_bart
-from pinqi.evaluation.calibration import residual_ratio_limit
+from pinqi.evaluation.bart import BartConfig, bart_pics_fit
 from pinqi.evaluation.consistency import (
     check_consistency,
     kspace_residual,
     residual_ratio,
+    residual_ratio_limit,
     warn_if_inconsistent,
 )
-from pinqi.evaluation.metrics import MIN_R1, parameter_metrics, t1_from_r1
-from pinqi.io.checkpoints import load_model
+from pinqi.external.bart import find_bart
 from pinqi.io.grid import SourceGrid
 from pinqi.io.staging import staged_folder
+from pinqi.metrics import MIN_R1, parameter_metrics, t1_from_r1
 from pinqi.nets.pinqi import PINQI
 from pinqi.physics import CartesianAcquisition
 from pinqi.solvers import ConvergenceWarning
+from pinqi.training.checkpoints import load_model
 
 METHODS = ("PINQI", "CG-SENSE + fit")
 
@@ -290,7 +291,7 @@ def evaluate(
     Writes ``metrics.csv`` (columns ``sample, method, t1_nrmse, t1_mae, t1_clamped, m0_nrmse,
     m0_mae, t1_nrmse_short, t1_median_rel``, and for data with tissue labels
     ``t1_nrmse_<tissue>, t1_bias_<tissue>`` for CSF, GM and WM, see
-    :func:`~pinqi.evaluation.metrics.parameter_metrics`; T1 errors in s inside the brain
+    :func:`~pinqi.metrics.parameter_metrics`; T1 errors in s inside the brain
     mask), ``summary.md`` and the figures ``maps.png`` (|M0| and T1 with error maps,
     like the paper's Fig. 4) and ``distributions.png`` (per-sample T1 nRMSE and MAE, like
     Fig. 5). Prints the summary table and where the time went.

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from pinqi.evaluation.learning_curve import PowerLaw
 from pinqi.physics import CartesianAcquisition
 
 
@@ -103,7 +104,7 @@ def plot_maps(
     predictions
         Method name -> ``(3, H, W)``.
     """
-    from pinqi.evaluation.metrics import t1_from_r1
+    from pinqi.metrics import t1_from_r1
 
     plt = _pyplot()
     columns = {"ground truth": truth, **predictions}
@@ -152,7 +153,7 @@ def plot_distributions(path: str | Path, rows: list[dict]) -> Path:
 
 def plot_parameter_maps(path: str | Path, params: torch.Tensor) -> Path:
     """|M0|, phase and T1 of one reconstruction ``(3, H, W)``."""
-    from pinqi.evaluation.metrics import t1_from_r1
+    from pinqi.metrics import t1_from_r1
 
     plt = _pyplot()
     m0 = torch.complex(params[0], params[1])
@@ -207,4 +208,50 @@ def plot_training_curve(
     ax_val.set_xlabel("step")
     ax_val.set_title("validation T1 nRMSE (brain mask)")
     ax_val.legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def plot_learning_curve(
+    curves: dict[str, tuple[list[int], list[float]]],
+    trends: dict[str, PowerLaw],
+    path: str | Path,
+    horizon: float,
+    references: dict[str, float] | None = None,
+) -> Path:
+    """Validation curves (log-log) with their fitted trends drawn out to ``horizon`` samples.
+
+    Parameters
+    ----------
+    curves
+        Label -> (samples, errors).
+    trends
+        Label -> fitted trend (drawn dashed in the curve's colour).
+    path
+        Output PNG.
+    horizon
+        Largest number of samples the trends are drawn to.
+    references
+        Label -> a fixed error drawn as a horizontal line (e.g. BART pics + fit).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label, (samples, errors) in curves.items():
+        (line,) = ax.loglog(samples, errors, marker="o", markersize=3, label=label)
+        if label in trends:
+            trend = trends[label]
+            start = min(samples)
+            grid = [start * (horizon / start) ** (i / 50) for i in range(51)]
+            ax.loglog(
+                grid,
+                [trend(s) for s in grid],
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{label}: trend ~ samples^-{trend.exponent:.2f}",
+            )
+    for label, value in (references or {}).items():
+        ax.axhline(value, color="gray", linestyle=":", label=label)
+    ax.set_xlabel("training samples")
+    ax.set_ylabel("validation error")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
     return _save(plt, fig, path)

@@ -61,9 +61,9 @@ def fit_file(
     """
     from pinqi.data.datasets import H5Dataset
     from pinqi.evaluation.evaluate import resolve_device
-    from pinqi.evaluation.metrics import t1_from_r1
     from pinqi.io.nifti import write_maps
     from pinqi.io.staging import staged_folder
+    from pinqi.metrics import t1_from_r1
 
     device = resolve_device(device)
     data, out = Path(data), Path(out)

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 
 from pinqi.evaluation.fit import fit_images
 from pinqi.evaluation.magnitude import fit_magnitude_recovery
-from pinqi.evaluation.metrics import t1_from_r1
 from pinqi.io.series import ImageSeries
 from pinqi.io.staging import staged_folder
+from pinqi.metrics import t1_from_r1
 from pinqi.physics import SIGNAL_MODELS, signal_model
 
 #: Models of ``pinqi fit --images``: the signal models plus the Look-Locker correction.

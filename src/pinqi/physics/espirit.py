@@ -47,8 +47,8 @@ def espirit_maps(calibration: torch.Tensor, crop: float = 0.8) -> torch.Tensor:
     ValueError
         If the calibration band is narrower than :data:`MIN_CALIBRATION_LINES` lines.
     """
-    from pinqi.evaluation.bart import run_bart
-    from pinqi.io.cfl import read_cfl, write_cfl
+    from pinqi.external.bart import run_bart
+    from pinqi.external.cfl import read_cfl, write_cfl
 
     calibration = check_complex("calibration", calibration, 4, "(batch, n_coils, H, W)")
     width = calibration_width(calibration)

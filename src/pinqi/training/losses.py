@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pinqi.evaluation.metrics import MIN_R1
+from pinqi.metrics import MIN_R1
 from pinqi.nets.pinqi import PINQIOutput
 
 

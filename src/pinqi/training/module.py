@@ -10,7 +10,7 @@ from torch import nn
 
 from pinqi.config import ExperimentConfig, OptimConfig
 from pinqi.data.datasets import EpochIndexedDataset, EpochSampler, SimulatedDataset
-from pinqi.evaluation.metrics import parameter_metrics
+from pinqi.metrics import parameter_metrics
 from pinqi.nets.methods import build_network
 from pinqi.nets.pinqi import PINQIOutput
 from pinqi.training.objectives import pretraining_loss, training_loss

@@ -71,7 +71,7 @@ def _resume_checkpoint(out: Path, resume: str | Path | None) -> Path | None:
 
 def _initialise(task: PINQITask, init: str | Path) -> None:
     """Copy the network weights and strengths of ``init`` into ``task``'s model."""
-    from pinqi.io.checkpoints import load_model
+    from pinqi.training.checkpoints import load_model
 
     source, _ = load_model(init)
     try:

@@ -1,0 +1,1 @@
+"""External programs (BART) and their file formats: the lowest layer, beside ``_checks``."""
