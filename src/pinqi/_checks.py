@@ -2,13 +2,60 @@
 
 Every public function of pinqi checks its inputs with these helpers, so that bad input fails
 early with a message that names the argument, what was expected and what was given.
+
+Checks of tensor values (finite, in range) need the value on the host: one read, a host
+synchronisation on accelerators, per check. Inside :func:`one_read` the value checks are
+collected and read together once at the end of the block, so a network validates its inputs
+with a single synchronisation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
+
+#: The value checks collected by the innermost :func:`one_read` block (None outside one).
+_PENDING: contextvars.ContextVar[list[tuple[torch.Tensor, Callable[[], str]]] | None] = (
+    contextvars.ContextVar("pending_checks", default=None)
+)
+
+
+def require(ok: torch.Tensor, message: str | Callable[[], str]) -> None:
+    """Raise ``ValueError(message)`` unless the 0-dim bool tensor ``ok`` is True.
+
+    Inside :func:`one_read` the check is deferred to the end of the block. ``message`` may be
+    a function, called only on failure (for messages that read values themselves).
+    """
+    explain = message if callable(message) else lambda: message
+    pending = _PENDING.get()
+    if pending is None:
+        if not bool(ok):
+            raise ValueError(explain())
+    else:
+        pending.append((ok, explain))
+
+
+@contextlib.contextmanager
+def one_read() -> Iterator[None]:
+    """Collect the value checks of the block (:func:`require`) and read them once at its end.
+
+    Raises the first failed check's ``ValueError`` when the block ends; code inside the block
+    must therefore not depend on a value check having passed (shapes and dtypes are still
+    checked at once).
+    """
+    token = _PENDING.set([])
+    try:
+        yield
+        pending = _PENDING.get()
+    finally:
+        _PENDING.reset(token)
+    if pending and not bool(torch.stack([ok.reshape(()) for ok, _ in pending]).all()):
+        for ok, explain in pending:
+            if not bool(ok):
+                raise ValueError(explain())
 
 
 def check_tensor(name: str, x: object) -> torch.Tensor:
@@ -54,8 +101,7 @@ def check_real(name: str, x: object, ndim: int | None, layout: str) -> torch.Ten
 
 def check_finite(name: str, x: torch.Tensor) -> None:
     """Raise if ``x`` holds NaN or Inf."""
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
+    require(torch.isfinite(x).all(), f"{name} contains NaN or Inf values")
 
 
 def check_shape(name: str, x: torch.Tensor, expected: Sequence[int | None], layout: str) -> None:
@@ -99,8 +145,9 @@ def check_regularization(
             f"{name} must be a scalar or have shape (batch,) = ({batch},), got {tuple(lam.shape)}"
         )
     check_finite(name, lam)
-    if bool((lam < 0).any()):
-        raise ValueError(f"{name} must be non-negative, got min {float(lam.min()):.3g}")
+    require(
+        (lam >= 0).all(), lambda: f"{name} must be non-negative, got min {float(lam.min()):.3g}"
+    )
     return lam.to(device=device, dtype=dtype).reshape(-1).expand(batch)
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pinqi._checks import one_read
 from pinqi.nets.precision import UNetPrecision, check_unet_precision, unet_autocast
 from pinqi.nets.unet import UNet
 from pinqi.physics import CartesianAcquisition, SignalModel, signal_model
@@ -75,10 +76,12 @@ def checked_inputs(
     """The acquisition of a network's inputs and the validated k-space.
 
     Raises a clear error for wrong shapes, dtypes, non-finite values, or a number of frames
-    other than the signal model's delays.
+    other than the signal model's delays. The value checks cost one host read together
+    (:func:`~pinqi._checks.one_read`).
     """
-    acquisition = CartesianAcquisition(coil_maps, mask)
-    kspace = acquisition.check_kspace("kspace", kspace)
+    with one_read():
+        acquisition = CartesianAcquisition(coil_maps, mask)
+        kspace = acquisition.check_kspace("kspace", kspace)
     if acquisition.image_shape[1] != signal_model.n_tau:
         raise ValueError(
             f"kspace has {acquisition.image_shape[1]} frames but the network was built for "
@@ -96,7 +99,9 @@ def cg_initial_images(
     k-space and the coil maps include the path through y_0 into the networks.
     """
     adjoint = acquisition.adjoint(kspace)
-    y, _ = conjugate_gradient(acquisition.gram, adjoint, adjoint, max_iter=iterations, tol=0.0)
+    y, _ = conjugate_gradient(
+        acquisition.gram, adjoint, adjoint, max_iter=iterations, tol=0.0, early_exit=False
+    )
     return y
 
 

@@ -17,6 +17,7 @@ from pinqi._checks import (
     check_complex,
     check_tensor,
     real_dtype_of,
+    require,
 )
 from pinqi.physics.fft import fft2c, ifft2c
 
@@ -38,13 +39,14 @@ def check_mask(mask: object, shape: tuple[int, int, int, int], dtype: torch.dtyp
         raise ValueError(f"mask must be bool or real, got dtype {mask.dtype}")
     check_broadcastable("mask", mask, shape, "(batch, n_tau, H, W)")
     mask = mask.to(dtype)
-    if not bool(torch.isfinite(mask).all()):
-        raise ValueError("mask contains NaN or Inf values")
-    if bool(((mask != 0) & (mask != 1)).any()):
-        raise ValueError("mask must hold only 0 (not sampled) and 1 (sampled)")
-    per_frame = mask.flatten(2).sum(-1)
-    if bool((per_frame == 0).any()):
-        raise ValueError("mask samples nothing in at least one frame (an all-zero mask)")
+    require(torch.isfinite(mask).all(), "mask contains NaN or Inf values")
+    require(
+        ((mask == 0) | (mask == 1)).all(), "mask must hold only 0 (not sampled) and 1 (sampled)"
+    )
+    require(
+        (mask.flatten(2).sum(-1) > 0).all(),
+        "mask samples nothing in at least one frame (an all-zero mask)",
+    )
     return mask
 
 
@@ -69,8 +71,10 @@ class CartesianAcquisition:
     def __init__(self, coil_maps: torch.Tensor, mask: torch.Tensor) -> None:
         coil_maps = check_complex("coil_maps", coil_maps, 4, "(batch, n_coils, H, W)")
         energy = (coil_maps.detach().abs() ** 2).sum(1)
-        if bool((energy.flatten(1).amax(1) == 0).any()):
-            raise ValueError("coil_maps are zero everywhere for at least one batch element")
+        require(
+            (energy.flatten(1).amax(1) > 0).all(),
+            "coil_maps are zero everywhere for at least one batch element",
+        )
         mask = check_tensor("mask", mask)
         if mask.ndim != 4:
             raise ValueError(

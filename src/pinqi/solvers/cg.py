@@ -27,14 +27,17 @@ def conjugate_gradient(
     *,
     max_iter: int,
     tol: float,
+    early_exit: bool = True,
 ) -> tuple[torch.Tensor, SolverInfo]:
     """Solve ``operator(x) = rhs`` independently for every batch element by CG.
 
     Each batch element has its own step sizes, so the systems do not influence each other.
-    An element stops updating once its relative residual ``||r|| / ||rhs||`` is below ``tol``.
-    The loop has no host synchronisation on accelerators except the early-exit test, made every
-    ``10`` iterations there (every iteration on the CPU, where it is free). Runs out of place,
-    so autograd can differentiate through the iterations (the unrolled reference).
+    An element stops updating once its relative residual ``||r|| / ||rhs||`` is below ``tol``
+    (tracked on the device by a mask). The loop has no host synchronisation except the
+    early-exit test, made every ``10`` iterations on accelerators (every iteration on the CPU);
+    without ``early_exit`` it always runs ``max_iter`` iterations and never synchronises, so
+    that it can be captured (CUDA graphs, ``torch.compile``). Runs out of place, so autograd
+    can differentiate through the iterations (the unrolled reference).
 
     Parameters
     ----------
@@ -48,6 +51,8 @@ def conjugate_gradient(
         Maximum number of iterations.
     tol
         Relative residual tolerance.
+    early_exit
+        Stop once every element has converged (one host read per test).
 
     Returns
     -------
@@ -70,7 +75,7 @@ def conjugate_gradient(
     check_every = 1 if rhs.device.type == "cpu" else 10
     iterations = 0
     for iterations in range(1, max_iter + 1):
-        if (iterations - 1) % check_every == 0 and not bool(active.any()):
+        if early_exit and (iterations - 1) % check_every == 0 and not bool(active.any()):
             iterations -= 1
             break
         ap = operator(p)

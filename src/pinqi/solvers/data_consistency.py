@@ -69,6 +69,7 @@ class _ImplicitDataConsistency(torch.autograd.Function):
         max_iter: int,
         tol: float,
         warn: bool,
+        early_exit: bool,
         mask: torch.Tensor,
         x0: torch.Tensor | None,
         kspace: torch.Tensor,
@@ -79,9 +80,12 @@ class _ImplicitDataConsistency(torch.autograd.Function):
         acquisition = CartesianAcquisition.unchecked(coil_maps, mask)
         operator = _normal_operator(acquisition, lambdas)
         rhs = _normal_rhs(acquisition, kspace, lambdas, priors)
-        y, info = conjugate_gradient(operator, rhs, x0, max_iter=max_iter, tol=tol)
+        y, info = conjugate_gradient(
+            operator, rhs, x0, max_iter=max_iter, tol=tol, early_exit=early_exit
+        )
         ctx.save_for_backward(kspace, coil_maps, mask, y, *lambdas_and_priors)
         ctx.n, ctx.max_iter, ctx.tol, ctx.warn = n, max_iter, tol, warn
+        ctx.early_exit = early_exit
         ctx.mark_non_differentiable(info.residual, info.converged)
         return y, info
 
@@ -92,19 +96,21 @@ class _ImplicitDataConsistency(torch.autograd.Function):
         lambdas, priors = lambdas_and_priors[:n], lambdas_and_priors[n:]
         acquisition = CartesianAcquisition.unchecked(coil_maps, mask)
         operator = _normal_operator(acquisition, lambdas)
-        g, info = conjugate_gradient(operator, grad_y, max_iter=ctx.max_iter, tol=ctx.tol)
+        g, info = conjugate_gradient(
+            operator, grad_y, max_iter=ctx.max_iter, tol=ctx.tol, early_exit=ctx.early_exit
+        )
         if ctx.warn:
             warn_if_not_converged(info, "data_consistency backward CG", "batch element")
         needs = ctx.needs_input_grad
-        grad_k = acquisition.forward(g) if needs[6] else None
-        grad_c = acquisition.coil_map_gradient(y, g, kspace) if needs[7] else None
+        grad_k = acquisition.forward(g) if needs[7] else None
+        grad_c = acquisition.coil_map_gradient(y, g, kspace) if needs[8] else None
         grad_lambdas = [
-            _real_inner(g, prior - y) if needs[8 + i] else None for i, prior in enumerate(priors)
+            _real_inner(g, prior - y) if needs[9 + i] else None for i, prior in enumerate(priors)
         ]
         grad_priors = [
-            per_sample(lam, g) * g if needs[8 + n + i] else None for i, lam in enumerate(lambdas)
+            per_sample(lam, g) * g if needs[9 + n + i] else None for i, lam in enumerate(lambdas)
         ]
-        return (None,) * 6 + (grad_k, grad_c, *grad_lambdas, *grad_priors)
+        return (None,) * 7 + (grad_k, grad_c, *grad_lambdas, *grad_priors)
 
 
 def data_consistency(
@@ -196,6 +202,7 @@ def data_consistency(
         x0=x0,
         implicit=implicit,
         warn=warn,
+        early_exit=True,
     )
     if warn:
         warn_if_not_converged(info, "data_consistency CG", "batch element")
@@ -213,12 +220,15 @@ def solve_data_consistency(
     x0: torch.Tensor | None = None,
     implicit: bool = True,
     warn: bool = False,
+    early_exit: bool = False,
 ) -> tuple[torch.Tensor, SolverInfo]:
-    """:func:`data_consistency` without input checks (no host synchronisation).
+    """:func:`data_consistency` without input checks and without host synchronisation.
 
     For networks that validate their inputs once at their entry point and call the layer many
     times. ``lambdas`` are ``(batch,)`` tensors on the data's device and dtype, ``priors`` and
-    ``x0`` complex ``(batch, n_tau, H, W)``; ``warn`` only concerns the backward solve.
+    ``x0`` complex ``(batch, n_tau, H, W)``; ``warn`` only concerns the backward solve. By
+    default both CG solves run ``max_iter`` iterations (converged elements frozen on the
+    device) and never read a value back; ``early_exit`` stops them once all have converged.
     """
     if x0 is not None:
         x0 = x0.detach()
@@ -228,6 +238,7 @@ def solve_data_consistency(
             max_iter,
             tol,
             warn,
+            early_exit,
             acquisition.mask,
             x0,
             kspace,
@@ -237,4 +248,4 @@ def solve_data_consistency(
         )
     operator = _normal_operator(acquisition, lambdas)
     rhs = _normal_rhs(acquisition, kspace, lambdas, priors)
-    return conjugate_gradient(operator, rhs, x0, max_iter=max_iter, tol=tol)
+    return conjugate_gradient(operator, rhs, x0, max_iter=max_iter, tol=tol, early_exit=early_exit)

@@ -31,13 +31,16 @@ def _iterate(
     *,
     max_iter: int,
     tol: float,
+    sync_free: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Run damped Newton iterations until done, ``max_iter``, or few pixels keep running.
 
     ``mu`` ``(batch, N)`` is the damping per pixel; ``stalled`` ``(batch, N)`` marks pixels
     whose undamped Newton step has fallen below rounding (converged to working precision).
     Returns the updated ``p``, ``mu`` and ``stalled``, the projected gradient norm per pixel
-    ``(batch, N)`` and the iterations made.
+    ``(batch, N)`` and the iterations made. With ``sync_free``, exactly ``max_iter`` iterations
+    without reading a value back: converged pixels are frozen by their mask, and the
+    Gauss-Newton fallback is computed for every pixel.
     """
     eps = torch.finfo(p.dtype).eps
     residual = objective.residual(p)
@@ -49,17 +52,19 @@ def _iterate(
     while True:
         pg_norm = projected_gradient_norm(p, grad, lower, upper)
         running = (pg_norm > tol) & (mu < _MU_MAX) & ~stalled
-        n_running = int(running.sum())
-        few = iterations > 0 and n_running < _COMPACT_BELOW * size
-        if n_running == 0 or iterations == max_iter or few:
+        if iterations == max_iter:
             return p, mu, stalled, pg_norm, iterations
+        if not sync_free:
+            n_running = int(running.sum())
+            if n_running == 0 or (iterations > 0 and n_running < _COMPACT_BELOW * size):
+                return p, mu, stalled, pg_norm, iterations
         iterations += 1
         fixed = active_bounds(p, grad, lower, upper)
         damping = mu.unsqueeze(1) * (torch.diagonal(gauss_newton, dim1=1, dim2=2).mT + eps)
         step, newton_ok = cholesky_solve(
             *restrict_to_free(add_diagonal(hessian, damping), -grad, fixed)
         )
-        if not bool(newton_ok.all()):
+        if sync_free or not bool(newton_ok.all()):
             fallback, _ = cholesky_solve(
                 *restrict_to_free(add_diagonal(gauss_newton, damping), -grad, fixed)
             )
@@ -85,6 +90,7 @@ def newton_solve(
     *,
     max_iter: int,
     tol: float,
+    sync_free: bool = False,
 ) -> tuple[torch.Tensor, SolverInfo]:
     """Minimise the per-pixel objective in the box [lower, upper] by damped Newton steps.
 
@@ -96,7 +102,9 @@ def newton_solve(
     accepted where it does not increase F (up to a few rounding errors of F's scale); mu shrinks
     after an accepted step and grows after a rejected one, per pixel. Once most pixels have
     converged, the remaining ones are gathered into smaller arrays, so late iterations cost
-    little.
+    little; ``sync_free`` instead runs ``max_iter`` iterations on all pixels with converged ones
+    frozen by a mask, without host synchronisation (for networks, CUDA graphs and
+    ``torch.compile``).
 
     Parameters
     ----------
@@ -112,6 +120,8 @@ def newton_solve(
         A pixel has converged when the norm of its projected gradient is <= tol, or when its
         undamped Newton step is below rounding (converged to working precision: in float32
         the gradient cannot always get below ~1e-6).
+    sync_free
+        No data-dependent control flow: fixed iterations, no compaction, no value read back.
 
     Returns
     -------
@@ -124,7 +134,7 @@ def newton_solve(
     mu = torch.full_like(p[:, 0], _MU_START)
     stalled = torch.zeros_like(mu, dtype=torch.bool)
     p, mu, stalled, pg_norm, iterations = _iterate(
-        objective, p, mu, stalled, lower, upper, max_iter=max_iter, tol=tol
+        objective, p, mu, stalled, lower, upper, max_iter=max_iter, tol=tol, sync_free=sync_free
     )
     while iterations < max_iter:
         running = (pg_norm > tol) & (mu < _MU_MAX) & ~stalled

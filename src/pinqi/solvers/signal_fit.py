@@ -37,6 +37,7 @@ class _FitSettings:
     backward_max_iter: int
     backward_tol: float
     warn: bool
+    sync_free: bool
 
 
 class _SignalFit(torch.autograd.Function):
@@ -73,7 +74,13 @@ class _SignalFit(torch.autograd.Function):
         if settings.solver == "newton":
             lower, upper = TrigBounds(model.bounds).box(p0)
             p, info = newton_solve(
-                objective, p0, lower, upper, max_iter=settings.max_iter, tol=settings.tol
+                objective,
+                p0,
+                lower,
+                upper,
+                max_iter=settings.max_iter,
+                tol=settings.tol,
+                sync_free=settings.sync_free,
             )
         else:
             p, info = lbfgs_solve(
@@ -130,12 +137,13 @@ def _exact_backward(
     lower, upper = TrigBounds(model.bounds).box(p)
     on_bound = (p <= lower) | (p >= upper)
     w, positive = cholesky_solve(*restrict_to_free(hessian, grad_p, on_bound))
-    if not bool(positive.all()):
-        n_bad = int((~positive).sum())
-        if settings.warn:
+    # sync-free: the fallback is computed for every pixel instead of testing whether one needs it
+    if settings.sync_free or not bool(positive.all()):
+        if settings.warn and not bool(positive.all()):
             warnings.warn(
-                f"signal_fit backward: the Hessian is not positive definite at {n_bad} pixel(s) "
-                "(not a strict minimum); their gradient uses the damped Gauss-Newton matrix",
+                "signal_fit backward: the Hessian is not positive definite at "
+                f"{int((~positive).sum())} pixel(s) (not a strict minimum); their gradient "
+                "uses the damped Gauss-Newton matrix",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -302,6 +310,7 @@ def signal_fit(
         backward_max_iter=backward_max_iter,
         backward_tol=backward_tol,
         warn=warn,
+        sync_free=False,
     )
     if warn:
         warn_if_not_converged(info, f"signal_fit ({solver})", "pixel")
@@ -321,13 +330,17 @@ def solve_signal_fit(
     backward_max_iter: int = 100,
     backward_tol: float | None = None,
     warn: bool = False,
+    sync_free: bool = True,
 ) -> tuple[torch.Tensor, SolverInfo]:
-    """:func:`signal_fit` without input checks (no host synchronisation for them).
+    """:func:`signal_fit` without input checks, by default without host synchronisation.
 
     For networks that validate their inputs once and call the layer many times: ``images``
     complex ``(batch, n_tau, H, W)``, ``p_reg`` and ``p0`` real ``(batch, P, H, W)`` of the
     matching precision, ``lam`` ``(batch, P)`` on their device. ``warn`` only concerns the
-    backward.
+    backward. ``sync_free`` (newton): exactly ``max_iter`` iterations on every pixel,
+    converged ones frozen by a mask, and nothing read back in forward or backward
+    (:func:`~pinqi.solvers.newton.newton_solve`); False gathers the running pixels into
+    smaller arrays as they converge, faster on a CPU for many iterations but with host reads.
     """
     batch, n_params = p_reg.shape[:2]
     dtype = p_reg.dtype
@@ -341,6 +354,7 @@ def solve_signal_fit(
         if backward_tol is None
         else backward_tol,
         warn=warn,
+        sync_free=sync_free,
     )
     p, info = _SignalFit.apply(
         settings,
