@@ -69,5 +69,5 @@ def test_cli_fits_after_the_pretraining_and_predicts(tmp_path, capsys):
 
 
 def test_cli_names_a_folder_without_a_log(tmp_path):
-    with pytest.raises(SystemExit, match="no logs/metrics.csv"):
+    with pytest.raises(SystemExit, match=r"no logs/metrics\.csv"):
         main(["learning-curve", "--run", str(tmp_path), "--out", str(tmp_path / "o")])

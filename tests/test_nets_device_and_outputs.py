@@ -10,6 +10,7 @@ from pinqi.nets import PINQI, PINQIConfig
 from pinqi.nets.blocks import group_norm
 from pinqi.physics import SaturationRecovery
 from pinqi.solvers import data_consistency, signal_fit
+
 from test_nets import TINY, tiny_problem
 
 

@@ -7,6 +7,7 @@ from torch import nn
 from pinqi.nets import PINQI, PINQIConfig, UNet
 from pinqi.nets.blocks import FactorisedConv3d
 from pinqi.nets.precision import unet_autocast, uses_bf16
+
 from test_nets import TINY, tiny_problem
 
 

@@ -104,9 +104,7 @@ def test_cg_without_early_exit_equals_cg_with_it():
         return acquisition.gram(y) + lambdas[0].reshape(-1, 1, 1, 1) * y
 
     early, info_early = conjugate_gradient(operator, rhs, max_iter=200, tol=1e-10)
-    fixed, info_fixed = conjugate_gradient(
-        operator, rhs, max_iter=200, tol=1e-10, early_exit=False
-    )
+    fixed, info_fixed = conjugate_gradient(operator, rhs, max_iter=200, tol=1e-10, early_exit=False)
     assert info_early.iterations < 200 and info_fixed.iterations == 200
     torch.testing.assert_close(fixed, early, rtol=0, atol=1e-12)
     torch.testing.assert_close(info_fixed.residual, info_early.residual)
