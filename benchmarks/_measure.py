@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -69,3 +72,80 @@ def network_and_batch(
     dataset = SimulatedDataset(config.data, split, batch, seed=0)
     data = {k: torch.stack([dataset[i][k] for i in range(batch)]) for k in dataset[0]}
     return net, dataset, data
+
+
+def source_trees(baseline: str | None, baseline_src: str | None) -> dict[str, Path]:
+    """The pinqi trees to measure: ``{"old": ..., "new": <this checkout>}``.
+
+    ``baseline`` is a git revision, checked out into a temporary worktree (removed at exit);
+    ``baseline_src`` an existing tree with ``src/`` and ``configs/`` (for machines without the
+    repository's history, e.g. ``git archive REV | tar -x -C DIR`` made beforehand).
+    """
+    root = Path(__file__).resolve().parents[1]
+    trees = {}
+    if baseline_src:
+        trees["old"] = Path(baseline_src).resolve()
+    elif baseline:
+        folder = Path(tempfile.mkdtemp(prefix="pinqi-baseline-"))
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(folder), baseline],
+            cwd=root,
+            check=True,
+            capture_output=True,
+        )
+        atexit.register(
+            subprocess.run,
+            ["git", "worktree", "remove", "--force", str(folder)],
+            cwd=root,
+            capture_output=True,
+        )
+        trees[f"old ({baseline})"] = folder
+    trees["new"] = root
+    return trees
+
+
+def measure_step(tree: Path, config: str, device: str, repeats: int, extra: list[str]) -> dict:
+    """One training step of ``tree``'s code and preset ``config`` (``benchmarks/_step_worker.py``).
+
+    Runs in a fresh process with ``PYTHONPATH=tree/src``; on the CPU with
+    ``MALLOC_MMAP_THRESHOLD_`` so that the peak resident size follows the live tensors.
+    """
+    env = dict(os.environ, PYTHONPATH=str(tree / "src"), MALLOC_MMAP_THRESHOLD_="131072")
+    worker = Path(__file__).with_name("_step_worker.py")
+    command = [sys.executable, str(worker), "--config", str(tree / config), "--device", device]
+    command += ["--repeats", str(repeats), *extra]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tree)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def version_table(
+    trees: dict[str, Path],
+    cases: list[tuple[str, str, list[str]]],
+    device: str,
+    repeats: int,
+) -> str:
+    """Markdown table: per case and code version, s/step, steps/min, ops, reads, peak memory.
+
+    ``cases`` are (label, preset path relative to a tree, worker options). The last column is
+    the step's speed-up of each version over the first one.
+    """
+    lines = [
+        "| case | code | batch x size, T, fit | s/step | steps/min | aten ops/step "
+        "| host reads/step | peak memory [GiB] | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, config, extra in cases:
+        first = None
+        for version, tree in trees.items():
+            r = measure_step(tree, config, device, repeats, extra)
+            first = first or r["seconds"]
+            shape = f"{r['batch']} x {r['size']}, {r['iterations']}, {r['fit_solver']}"
+            lines.append(
+                f"| {label} | {version} | {shape} | {r['seconds']:.3f} | "
+                f"{60 / r['seconds']:.1f} | {r['aten_ops']:,} | {r['host_reads']:,} | "
+                f"{r['peak_bytes'] / 2**30:.2f} | {first / r['seconds']:.2f}x |"
+            )
+            print(lines[-1], flush=True)
+    return "\n".join(lines)

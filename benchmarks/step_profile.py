@@ -1,12 +1,20 @@
-"""Where the time of one PINQI training step goes (``configs/cpu.yaml`` scale).
+"""Where the time of one PINQI training step goes, and the old code against the new.
 
-Times, in one process and on the same batch, the full training step (forward + backward) and
-its parts run on their own with the shapes of the step: the two UNets (P_theta T + 1 times,
-Y_theta T times), the T data-consistency layers (CG forward + implicit backward), the T
-signal fits (Newton forward + exact backward), the initial images, and the generation of one
-batch of training data. "Rest" is the step minus the parts: Python, loss, autograd glue.
+1. With ``--baseline REV`` (a git revision) or ``--baseline-src DIR`` (a tree of an older
+   version), one training step (forward + loss + backward, built-in phantom) of each case is
+   measured for the old and the current code, each in a fresh process: seconds per step
+   (median), steps per minute, aten operators and host reads (value copies to the host, each a
+   synchronisation on a GPU) per step, peak memory. Cases: the ``cpu-brainweb`` preset (96 x
+   96, batch 4, T = 3) and ``configs/paper.yaml`` (T = 5, full-width UNets) at 64 x 64, batch 2
+   (its full size costs ~20 s per step here).
+2. The step of the current code broken into its parts, in one process and on the same batch:
+   the two UNets (P_theta T + 1 times, Y_theta T times), the T data-consistency layers (CG
+   forward + implicit backward), the T signal fits (Newton forward + exact backward), the
+   initial images, and the generation of one batch of training data. "Rest" is the step minus
+   the parts: Python, loss, autograd glue.
 
-Usage: ``python benchmarks/step_profile.py [--config configs/cpu.yaml] [--repeats 3]``
+Usage: ``python benchmarks/step_profile.py [--baseline 47221dd] [--config
+configs/cpu-brainweb.yaml] [--repeats 3]``
 """
 
 from __future__ import annotations
@@ -24,7 +32,13 @@ from pinqi.solvers.data_consistency import solve_data_consistency
 from pinqi.solvers.signal_fit import solve_signal_fit
 from pinqi.training.losses import pinqi_loss
 
-from _measure import machine, network_and_batch
+from _measure import machine, network_and_batch, source_trees, version_table
+
+#: (label, preset, worker options) of the old-against-new table on the CPU.
+CPU_CASES = [
+    ("cpu-brainweb", "configs/cpu-brainweb.yaml", []),
+    ("paper.yaml at 64 x 64, batch 2", "configs/paper.yaml", ["--size", "64", "--batch", "2"]),
+]
 
 
 def median_time(call: Callable[[], None], repeats: int) -> float:
@@ -39,9 +53,20 @@ def median_time(call: Callable[[], None], repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/cpu.yaml")
+    parser.add_argument("--config", default="configs/cpu-brainweb.yaml")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", help="git revision of the old code to compare with")
+    parser.add_argument("--baseline-src", help="a tree (src/, configs/) of the old code")
     args = parser.parse_args()
+    print(f"machine: {machine()}\n")
+    if args.baseline or args.baseline_src:
+        trees = source_trees(args.baseline, args.baseline_src)
+        print(version_table(trees, CPU_CASES, "cpu", args.repeats) + "\n")
+    parts_table(args)
+
+
+def parts_table(args: argparse.Namespace) -> None:
+    """The current step broken into its parts (see the module docstring)."""
     config = ExperimentConfig.from_yaml(args.config)
     batch_size, t = config.optim.batch_size, config.model.iterations
     net, train_set, data = network_and_batch(config, batch_size, "train")
@@ -110,7 +135,6 @@ def main() -> None:
     total = median_time(step, args.repeats)
     seconds = {name: median_time(call, args.repeats) for name, call in parts.items()}
     data_time = median_time(generation, args.repeats)
-    print(f"machine: {machine()}")
     print(
         f"config: {args.config}, batch {batch_size}, {config.data.size}x{config.data.size}, "
         f"T = {t}, {args.repeats} repeats (medians)\n"

@@ -81,7 +81,10 @@ def test_loss_downweights_outside_the_mask():
     prediction = torch.ones(1, 3, 2, 2)
     mask = torch.tensor([[[True, False], [False, False]]])
     assert float(parameter_loss(prediction, target, mask, 0.0)) == pytest.approx(0.25)
-    assert float(parameter_loss(prediction, target, mask, 0.01)) == pytest.approx(0.26)
+    # inside: weight 1 (as documented), outside: 0.01; 3 of 12 entries inside
+    assert float(parameter_loss(prediction, target, mask, 0.01)) == pytest.approx(
+        (3 * 1 + 9 * 0.01) / 12
+    )
 
 
 def test_t1_weighted_loss_is_the_t1_error_to_first_order():

@@ -8,6 +8,20 @@ from pinqi.metrics import MIN_R1
 from pinqi.nets.pinqi import PINQIOutput
 
 
+def pixel_weight(
+    brain_mask: torch.Tensor, outside_weight: float, dtype: torch.dtype
+) -> torch.Tensor:
+    """Loss weight per pixel ``(batch, 1, H, W)``: 1 inside the brain mask, else ``outside_weight``.
+
+    Parameters
+    ----------
+    brain_mask
+        Bool ``(batch, H, W)``.
+    """
+    inside = brain_mask.unsqueeze(1)
+    return torch.where(inside, 1.0, outside_weight).to(dtype)
+
+
 def parameter_loss(
     prediction: torch.Tensor,
     target: torch.Tensor,
@@ -34,7 +48,7 @@ def parameter_loss(
     brain_mask
         Bool ``(batch, H, W)``.
     """
-    weight = brain_mask.to(prediction.dtype).unsqueeze(1) + outside_weight
+    weight = pixel_weight(brain_mask, outside_weight, prediction.dtype)
     squared = (prediction - target) ** 2
     if t1_weight_power:
         t1_true = 1 / target[:, -1:].clamp(min=MIN_R1)

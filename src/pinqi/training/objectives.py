@@ -21,7 +21,7 @@ from pinqi.nets.mantis import MANTIS
 from pinqi.nets.pinqi import PINQI, PINQIOutput
 from pinqi.nets.unrolled import UnrolledFit, UnrolledReconstruction, UnrolledUNet
 from pinqi.physics import CartesianAcquisition
-from pinqi.training.losses import parameter_loss, pinqi_loss
+from pinqi.training.losses import parameter_loss, pinqi_loss, pixel_weight
 
 Batch = dict[str, torch.Tensor]
 
@@ -50,7 +50,7 @@ def image_loss(
 ) -> torch.Tensor:
     """MSE of complex images against the noise-free true images q(p_true), mask-weighted."""
     truth = model.signal_model(batch["params"])
-    weight = batch["brain_mask"].to(images.real.dtype).unsqueeze(1) + optim.outside_weight
+    weight = pixel_weight(batch["brain_mask"], optim.outside_weight, images.real.dtype)
     return ((images - truth).abs().square() * weight).mean()
 
 
@@ -85,7 +85,7 @@ def training_loss(
             model.kspace_weight * kspace_term
         )
     if isinstance(model, DeepT1):
-        weight = batch["brain_mask"].to(p.dtype).unsqueeze(1) + optim.outside_weight
+        weight = pixel_weight(batch["brain_mask"], optim.outside_weight, p.dtype)
         return ((p - magnitude_target(params)).abs() * weight)[:, [0, 2]].mean()
     if isinstance(model, DOPAMINE):
         return _parameters(p, params, batch, optim) + 0.2 * _parameters(
@@ -118,7 +118,7 @@ def pretraining_loss(model: nn.Module, batch: Batch, optim: OptimConfig) -> torc
     if isinstance(model, DeepT1):  # the reconstruction, on the L1 error of the magnitudes
         images = model.images(acquisition, batch["kspace"])[-1]
         truth = model.signal_model(batch["params"]).abs()
-        weight = batch["brain_mask"].to(truth.dtype).unsqueeze(1) + optim.outside_weight
+        weight = pixel_weight(batch["brain_mask"], optim.outside_weight, truth.dtype)
         return ((images.abs() - truth).abs() * weight).mean()
     if isinstance(model, UnrolledReconstruction):
         images = model.images(acquisition, batch["kspace"])[-1]

@@ -1,0 +1,142 @@
+"""One PINQI training step measured in this process; prints one JSON line.
+
+Run by ``benchmarks/step_profile.py`` and ``benchmarks/gpu_step.py`` with ``PYTHONPATH``
+pointing at the pinqi source to measure (the current tree or an older commit's), so it uses
+only interfaces every version has: the preset, the built-in phantom, the network and its loss.
+
+    PYTHONPATH=src python benchmarks/_step_worker.py --config configs/cpu-brainweb.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from pinqi.config import ExperimentConfig
+from pinqi.data.datasets import SimulatedDataset
+from pinqi.nets.methods import build_network
+from pinqi.training.objectives import training_loss
+
+#: Tensor methods that copy a value to the host (a synchronisation on accelerators).
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+
+
+class CountOps(TorchDispatchMode):
+    """Counts the aten operators dispatched (forward and backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+class CountReads:
+    """Counts host reads of tensor values while active."""
+
+    def __enter__(self) -> CountReads:
+        self.counts: collections.Counter = collections.Counter()
+        self.saved = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+        for name, method in self.saved.items():
+
+            def counted(tensor, *args, _name=name, _method=method, **kwargs):
+                self.counts[_name] += 1
+                return _method(tensor, *args, **kwargs)
+
+            setattr(torch.Tensor, name, counted)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, method in self.saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+def vm_hwm() -> int:
+    """Peak resident size of this process in bytes (Linux)."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def reset_vm_hwm() -> int:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, help="override optim.batch_size")
+    parser.add_argument("--size", type=int, help="override data.size")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], help="section.key=value")
+    args = parser.parse_args()
+    config = ExperimentConfig.from_yaml(args.config).with_overrides(args.set)
+    data = replace(config.data.without_coverage(), anatomy="builtin", brainweb_dir=None)
+    if args.size:
+        data = replace(data, size=args.size)
+    batch_size = args.batch or config.optim.batch_size
+    dataset = SimulatedDataset(data, "train", batch_size, seed=0)
+    samples = [dataset[i] for i in range(batch_size)]
+    batch = {k: torch.stack([s[k] for s in samples]).to(args.device) for k in samples[0]}
+    torch.manual_seed(0)
+    net = build_network(config.method, config.model, data.signal_model, data.tau)
+    net = net.to(args.device).train()
+    cuda = args.device.startswith("cuda")
+
+    def step() -> None:
+        out = net(batch["kspace"], batch["coil_maps"], batch["mask"])
+        loss = training_loss(net, batch, out, config.optim)
+        net.zero_grad(set_to_none=True)
+        loss.backward()
+
+    step()  # warm-up
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = reset_vm_hwm()
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() if cuda else vm_hwm()) - before
+    with CountReads() as reads:
+        counter = CountOps()
+        with counter:
+            step()
+    print(
+        json.dumps(
+            {
+                "seconds": statistics.median(times),
+                "aten_ops": counter.count,
+                "host_reads": sum(reads.counts.values()),
+                "peak_bytes": peak,
+                "batch": batch_size,
+                "size": data.size,
+                "iterations": config.model.iterations,
+                "fit_solver": config.model.fit_solver,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
