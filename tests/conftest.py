@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -55,3 +56,45 @@ def random_ab_parameters(
     return torch.stack(
         [base[:, 0], base[:, 1], factor * base[:, 0], factor * base[:, 1], base[:, 2]], 1
     )
+
+
+def nrmse(estimate, truth, inside) -> float:
+    """||estimate - truth|| / ||truth|| over the pixels ``inside`` (numpy arrays or tensors)."""
+    estimate, truth, inside = (np.asarray(a) for a in (estimate, truth, inside))
+    inside = inside.astype(bool)
+    difference = (estimate - truth)[inside].astype(np.float64)
+    return float(np.linalg.norm(difference) / np.linalg.norm(truth[inside].astype(np.float64)))
+
+
+def wrong_maps(truth, inside, flips: bool = True) -> dict[str, np.ndarray]:
+    """Plausible wrong answers made from a true map ``(..., H, W)``, named by the mistake.
+
+    The best constant (the mean inside: the data ignored), the map transposed, flipped along
+    either axis (``flips=False`` leaves those out, for anatomy too symmetric to tell them
+    apart), and scaled by 2, sqrt(2), 1/sqrt(2) and 1/2. An accuracy check whose tolerance
+    lets one of these pass cannot tell a right answer from this wrong one.
+    """
+    truth, inside = np.asarray(truth, dtype=np.float64), np.asarray(inside).astype(bool)
+    wrong = {
+        "constant": np.full_like(truth, truth[inside].mean()),
+        "transposed": np.swapaxes(truth, -1, -2),
+    }
+    if flips:
+        wrong |= {"flipped rows": truth[..., ::-1, :], "flipped columns": truth[..., ::-1]}
+    for name, factor in (("2", 2), ("sqrt(2)", np.sqrt(2)), ("1/sqrt(2)", 1 / np.sqrt(2))):
+        wrong[f"x {name}"] = truth * factor
+    wrong["x 1/2"] = truth / 2
+    return wrong
+
+
+def assert_accurate(estimate, truth, inside, tolerance: float, flips: bool = True) -> float:
+    """nRMSE(estimate) < tolerance, and every map of :func:`wrong_maps` fails the same check.
+
+    Returns the estimate's nRMSE.
+    """
+    error = nrmse(estimate, truth, inside)
+    assert error < tolerance, f"nRMSE {error:.4f} >= {tolerance}"
+    for name, wrong in wrong_maps(truth, inside, flips).items():
+        control = nrmse(wrong, truth, inside)
+        assert control >= tolerance, f"the {name} map passes too (nRMSE {control:.4f})"
+    return error
