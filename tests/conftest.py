@@ -59,11 +59,12 @@ def random_ab_parameters(
 
 
 def nrmse(estimate, truth, inside) -> float:
-    """||estimate - truth|| / ||truth|| over the pixels ``inside`` (numpy arrays or tensors)."""
+    """||estimate - truth|| / ||truth|| over the pixels ``inside`` (arrays or tensors, real or
+    complex)."""
     estimate, truth, inside = (np.asarray(a) for a in (estimate, truth, inside))
     inside = inside.astype(bool)
-    difference = (estimate - truth)[inside].astype(np.float64)
-    return float(np.linalg.norm(difference) / np.linalg.norm(truth[inside].astype(np.float64)))
+    difference = (estimate - truth)[inside].astype(np.complex128)
+    return float(np.linalg.norm(difference) / np.linalg.norm(truth[inside].astype(np.complex128)))
 
 
 def wrong_maps(truth, inside, flips: bool = True) -> dict[str, np.ndarray]:

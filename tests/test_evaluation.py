@@ -18,6 +18,7 @@ from pinqi.physics import SaturationRecovery
 from pinqi.training.checkpoints import load_model
 from pinqi.training.run import train
 
+from conftest import nrmse
 from test_training import TINY
 
 
@@ -123,6 +124,57 @@ def trained(tmp_path_factory):
     return checkpoint, data, root
 
 
+def single_sample_maps(checkpoint, data) -> dict[str, list[torch.Tensor]]:
+    """PINQI's and the baseline's parameter maps of every sample, one sample at a time."""
+    model, _ = load_model(checkpoint)
+    dataset = H5Dataset(data)
+    maps = {"PINQI": [], "CG-SENSE + fit": []}
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            inputs = [dataset[i][name][None] for name in ("kspace", "coil_maps", "mask")]
+            maps["PINQI"].append(model(*inputs).parameters[-1][0])
+            maps["CG-SENSE + fit"].append(cg_sense_fit(model.signal_model, *inputs)[0])
+    return maps
+
+
+def check_rows_against_an_independent_calculation(checkpoint, data, rows, out):
+    """Every row's T1 and M0 errors are those of its own sample's maps (recomputed here in
+    numpy, one sample at a time), against its own ground truth; summary.md's means are the
+    rows' means."""
+    dataset = H5Dataset(data)
+    for method, maps in single_sample_maps(checkpoint, data).items():
+        own = [r for r in rows if r["method"] == method]
+        assert [int(r["sample"]) for r in own] == list(range(len(dataset)))
+        errors = []
+        for row, params in zip(own, maps, strict=True):
+            sample = dataset[int(row["sample"])]
+            inside = sample["brain_mask"].numpy()
+            t1 = 1 / np.maximum(params[-1].numpy(), MIN_R1)
+            t1_true = 1 / sample["params"][-1].numpy()
+            m0 = params[0].numpy() + 1j * params[1].numpy()
+            m0_true = sample["params"][0].numpy() + 1j * sample["params"][1].numpy()
+            expected = {
+                "t1_nrmse": nrmse(t1, t1_true, inside),
+                "t1_mae": np.abs(t1 - t1_true)[inside].mean(),
+                "m0_nrmse": nrmse(m0, m0_true, inside),
+            }
+            for name, value in expected.items():
+                assert float(row[name]) == pytest.approx(value, rel=2e-3), (method, name)
+            # the map and the reference swapped: ||x - x_true|| / ||x|| is another number
+            swapped = nrmse(t1_true, t1, inside)
+            assert float(row["t1_nrmse"]) != pytest.approx(swapped, rel=2e-3)
+            errors.append(expected["t1_nrmse"])
+        # another sample's truth gives another number: the rows are in sample order
+        assert len(set(np.round(errors, 4))) == len(errors)
+        line = next(x for x in (out / "summary.md").read_text().splitlines() if method in x)
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        header = next(x for x in (out / "summary.md").read_text().splitlines() if "t1_nrmse" in x)
+        names = [c.strip() for c in header.strip("|").split("|")]
+        mean, _, spread = cells[names.index("t1_nrmse")].partition(" +- ")
+        assert float(mean) == pytest.approx(np.mean(errors), abs=1e-4)
+        assert float(spread) == pytest.approx(np.std(errors, ddof=1), abs=1e-4)
+
+
 def test_evaluate_writes_metrics_summary_and_figures(trained, capsys):
     checkpoint, data, root = trained
     main(
@@ -136,9 +188,12 @@ def test_evaluate_writes_metrics_summary_and_figures(trained, capsys):
             str(root / "ev"),
             "--device",
             "cpu",
+            "--batch-size",
+            "2",  # 3 samples: two batches
         ]
     )
     rows = list(csv.DictReader(open(root / "ev" / "metrics.csv")))
+    check_rows_against_an_independent_calculation(checkpoint, data, rows, root / "ev")
     assert {"sample", "method", "t1_nrmse", "t1_mae", "t1_clamped"} <= set(rows[0])
     assert len(rows) == 6 and {r["method"] for r in rows} == {"PINQI", "CG-SENSE + fit"}
     assert all(np.isfinite(float(r["t1_nrmse"])) for r in rows)
@@ -204,7 +259,12 @@ def test_reconstruct_writes_hdf5_nifti_and_png(trained):
     t1 = nib.load(root / "rec" / "t1.nii.gz")
     assert t1.shape == (16, 16, 3)
     values = np.asarray(t1.dataobj)
-    assert np.isfinite(values).all() and values.min() > 0 and values.max() <= 10
+    # the maps of each sample in its own slice (x along the columns, y up the rows), as the
+    # model gives them one sample at a time (batches of 4 by default: one here)
+    for i, params in enumerate(single_sample_maps(checkpoint, data)["PINQI"]):
+        expected = 1 / np.maximum(params[-1].numpy(), MIN_R1)
+        np.testing.assert_allclose(values[..., i], expected[::-1].T, rtol=1e-4)
+        assert np.abs(values[..., i] - expected.T).max() > 1e-2  # not the unflipped map
     assert nib.load(root / "rec" / "m0.nii.gz").shape == (16, 16, 3)
     assert (root / "rec" / "params.h5").is_file() and (root / "rec" / "sample000.png").is_file()
     for name in ("residual", "residual_fit"):
