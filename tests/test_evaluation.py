@@ -254,13 +254,15 @@ def test_reconstruct_writes_hdf5_nifti_and_png(trained):
             str(root / "rec"),
             "--device",
             "cpu",
+            "--batch-size",
+            "2",  # 3 samples: two batches
         ]
     )
     t1 = nib.load(root / "rec" / "t1.nii.gz")
     assert t1.shape == (16, 16, 3)
     values = np.asarray(t1.dataobj)
     # the maps of each sample in its own slice (x along the columns, y up the rows), as the
-    # model gives them one sample at a time (batches of 4 by default: one here)
+    # model gives them one sample at a time
     for i, params in enumerate(single_sample_maps(checkpoint, data)["PINQI"]):
         expected = 1 / np.maximum(params[-1].numpy(), MIN_R1)
         np.testing.assert_allclose(values[..., i], expected[::-1].T, rtol=1e-4)
