@@ -24,15 +24,21 @@ def test_roi_statistics_and_rms_deviation():
     labels, t1 = tubes()
     rng = np.random.default_rng(0)
     noisy = t1 + 0.01 * rng.standard_normal(t1.shape)
-    rows = roi_statistics(noisy, labels, reference=t1 * 1.05)
+    rows = roi_statistics(noisy, labels, reference=t1 * 1.25)
     assert [r["roi"] for r in rows] == [1, 2, 3]
     assert [r["pixels"] for r in rows] == [int((labels == k).sum()) for k in (1, 2, 3)]
     for row, value in zip(rows, (0.3, 0.8, 1.5), strict=True):
-        assert row["mean"] == pytest.approx(value, abs=0.01)
+        assert row["mean"] == pytest.approx(value, abs=0.003)  # 0.01 / sqrt(~80 pixels)
+        assert row["reference_mean"] == pytest.approx(1.25 * value, rel=1e-12)
         assert row["std"] == pytest.approx(0.01, rel=0.3)
-        assert row["difference_percent"] == pytest.approx(100 * (1 / 1.05 - 1), abs=1.0)
-    expected = np.sqrt(np.mean([(0.05 * v) ** 2 for v in (0.3, 0.8, 1.5)]))
-    assert rms_deviation(rows) == pytest.approx(expected, abs=0.005)
+        # 100 (mean - ref) / ref = -20 %; divided by the map instead: -25 %, the reference
+        # and the map swapped: +25 %
+        assert row["difference_percent"] == pytest.approx(-20.0, abs=0.5)
+        assert row["difference_percent"] != pytest.approx(-25.0, abs=0.5)
+    expected = np.sqrt(np.mean([(0.25 * v) ** 2 for v in (0.3, 0.8, 1.5)]))
+    assert rms_deviation(rows) == pytest.approx(expected, rel=0.01)
+    # the RMS of the differences, not their mean or the RMS of relative differences
+    assert rms_deviation(rows) != pytest.approx(0.25 * np.mean([0.3, 0.8, 1.5]), rel=0.01)
 
 
 def test_roi_errors():
@@ -47,7 +53,7 @@ def test_roi_errors():
 
 def test_cli_roi_on_nifti_files(tmp_path, capsys):
     labels, t1 = tubes()
-    for name, data in (("labels", labels.astype(np.float32)), ("t1", t1), ("ref", t1 * 1.02)):
+    for name, data in (("labels", labels.astype(np.float32)), ("t1", t1), ("ref", t1 * 1.25)):
         nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), tmp_path / f"{name}.nii.gz")
     main(
         [
@@ -63,9 +69,16 @@ def test_cli_roi_on_nifti_files(tmp_path, capsys):
         ]
     )
     out = capsys.readouterr().out
-    assert "RMS deviation" in out and "ROI   3" in out
+    assert "ROI   3: 1.5 +- 0 (" in out and "difference -20.0 %" in out
+    expected = np.sqrt(np.mean([(0.25 * v) ** 2 for v in (0.3, 0.8, 1.5)]))
+    assert f"RMS deviation from the reference: {expected:.4g}" in out
     rows = list(csv.DictReader(open(tmp_path / "roi.csv")))
-    assert len(rows) == 3 and float(rows[0]["difference_percent"]) == pytest.approx(-1.96, abs=0.05)
+    assert [int(r["pixels"]) for r in rows] == [int((labels == k).sum()) for k in (1, 2, 3)]
+    for row, value in zip(rows, (0.3, 0.8, 1.5), strict=True):
+        assert float(row["mean"]) == pytest.approx(value, rel=1e-6)
+        assert float(row["reference_mean"]) == pytest.approx(1.25 * value, rel=1e-6)
+        # divided by the reference (-20 %), not by the map (-25 %)
+        assert float(row["difference_percent"]) == pytest.approx(-20.0, abs=1e-3)
     with pytest.raises(SystemExit, match=r"^pinqi roi: file not found"):
         main(
             [
@@ -76,3 +89,24 @@ def test_cli_roi_on_nifti_files(tmp_path, capsys):
                 str(tmp_path / "labels.nii.gz"),
             ]
         )
+
+
+def test_cli_roi_without_a_reference_gives_the_map_statistics(tmp_path, capsys, monkeypatch):
+    labels, t1 = tubes()
+    t1 = t1 + 0.02 * (labels == 2) * (np.indices(t1.shape)[1] % 2)  # ROI 2: 0.80 and 0.82
+    for name, data in (("labels", labels), ("t1", t1)):
+        nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), tmp_path / f"{name}.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    argv = ["roi", "--map", "t1.nii.gz", "--labels", "labels.nii.gz"]
+    main(argv)  # default output: roi.csv in the working directory
+    out = capsys.readouterr().out
+    assert "reference" not in out and "RMS deviation" not in out and "wrote roi.csv" in out
+    rows = list(csv.DictReader(open(tmp_path / "roi.csv")))
+    assert list(rows[0]) == ["roi", "pixels", "mean", "std"]
+    for row, k in zip(rows, (1, 2, 3), strict=True):
+        inside = labels == k
+        assert float(row["mean"]) == pytest.approx(t1[inside].mean(), rel=1e-6)
+        assert float(row["std"]) == pytest.approx(t1[inside].std(), rel=1e-5, abs=1e-7)
+    assert float(rows[1]["std"]) > 0.005  # ROI 2 is not constant
+    with pytest.raises(SystemExit, match=r"roi\.csv exists; give --out"):
+        main(argv)  # never overwritten silently
