@@ -2,13 +2,21 @@
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from pinqi.cli import main
+from pinqi.config import ExperimentConfig
+from pinqi.data.datasets import H5Dataset, SimulatedDataset
+from pinqi.evaluation.baseline import cg_sense_fit
 from pinqi.evaluation.compare import COLUMNS, Comparison
+from pinqi.physics import SaturationRecovery
+from pinqi.training.checkpoints import load_model
 from pinqi.training.clock import training_clock
+
+from conftest import nrmse
 
 TINY = {
     "name": "tiny",
@@ -32,6 +40,30 @@ TINY = {
         "pretrain_epochs": 1,
     },
 }
+
+
+def t1_nrmse_per_sample(method, dataset) -> list[float]:
+    """T1 nRMSE in the brain of ``method``'s maps (a function of one sample's inputs), one
+    sample at a time, computed here in numpy."""
+    errors = []
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            sample = dataset[i]
+            params = method(*(sample[k][None] for k in ("kspace", "coil_maps", "mask")))[0]
+            t1 = 1 / np.maximum(params[-1].numpy(), 0.1)
+            errors.append(nrmse(t1, 1 / sample["params"][-1].numpy(), sample["brain_mask"]))
+    return errors
+
+
+def network_method(checkpoint):
+    model, _ = load_model(checkpoint)
+    return lambda *inputs: model(*inputs).parameters[-1]
+
+
+def check_row(row, errors):
+    """The table's mean and spread are those of the independently computed errors."""
+    assert float(row["t1_nrmse_mean"]) == pytest.approx(np.mean(errors), rel=1e-3)
+    assert float(row["t1_nrmse_std"]) == pytest.approx(np.std(errors, ddof=1), rel=1e-2)
 
 
 @pytest.fixture
@@ -69,7 +101,24 @@ def test_compare_trains_each_method_once_and_tabulates(tmp_path, comparison, mon
     by_name = {r["method"]: r for r in rows}
     assert int(by_name["pinqi"]["n_params"]) > 0 and int(by_name["cg-sense-fit"]["n_params"]) == 0
     assert by_name["mantis"]["training_samples"] == "6"  # the budget: 3 steps of 2
-    assert float(by_name["pinqi"]["t1_nrmse_mean"]) > 0
+    # every row's errors, recomputed here from its own maps on the documented test set
+    # (split "test", the comparison's seed and size)
+    (cached,) = (tmp_path / "work").glob("test_*.h5")
+    dataset = H5Dataset(cached)
+    simulated = SimulatedDataset(ExperimentConfig.from_dict(TINY).data, "test", 3, seed=5)
+    for i in range(3):
+        torch.testing.assert_close(dataset[i]["params"], simulated[i]["params"])
+    means = []
+    for name in ("pinqi", "mantis", "ablation-no-solver"):
+        checkpoint = tmp_path / "work" / name / "run" / "checkpoints" / "last.ckpt"
+        errors = t1_nrmse_per_sample(network_method(checkpoint), dataset)
+        check_row(by_name[name], errors)
+        means.append(np.mean(errors))
+    fit = SaturationRecovery(dataset.tau)
+    errors = t1_nrmse_per_sample(lambda *inputs: cg_sense_fit(fit, *inputs), dataset)
+    check_row(by_name["cg-sense-fit"], errors)
+    means.append(np.mean(errors))
+    assert len(set(np.round(means, 4))) == 4  # rows swapped between methods would show
     assert (tmp_path / "table.md").is_file() and (tmp_path / "table" / "fig5_methods.png").is_file()
     # restartable: a second run trains nothing
     import pinqi.training.run as run
@@ -159,7 +208,8 @@ def test_train_on_one_machine_evaluate_on_another(tmp_path, comparison):
     rows = {r["method"]: r for r in csv.DictReader(open(tmp_path / "table.csv"))}
     assert rows["mantis"]["trained_on"] == clock["devices"][0]
     assert float(rows["mantis"]["train_minutes"]) == pytest.approx(clock["seconds"] / 60)
-    assert float(rows["mantis"]["t1_nrmse_mean"]) > 0
+    (cached,) = here.glob("test_*.h5")
+    check_row(rows["mantis"], t1_nrmse_per_sample(network_method(last), H5Dataset(cached)))
 
 
 def test_placement_overrides_cannot_change_a_method(tmp_path, comparison):
