@@ -87,9 +87,22 @@ def test_mask_seeded(generator):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"acceleration": 0.5}, {"n_center": 100}, {"n_center": -1}],
+    ("kwargs", "message"),
+    [
+        ({"acceleration": 0.5}, r"acceleration must be >= 1, got 0\.5"),
+        ({"acceleration": float("nan")}, r"acceleration must be >= 1, got nan"),
+        ({"n_center": 100}, r"n_center must be an integer in \[0, 32\] \(the 32 lines that "),
+        ({"n_center": -1}, r"n_center must be an integer in \[0, 32\] .*got -1"),
+        ({"n_center": 4.0}, r"n_center must be an integer .*got 4\.0"),
+    ],
 )
-def test_mask_bad_input(kwargs, generator):
-    with pytest.raises(ValueError):
-        variable_density_mask(1, 1, 64, generator=generator, **kwargs)
+def test_mask_bad_input(kwargs, message, generator):
+    with pytest.raises(ValueError, match=message):
+        variable_density_mask(1, 1, 64, generator=generator, **{"acceleration": 2.0} | kwargs)
+
+
+@pytest.mark.parametrize("name", ["batch_size", "n_tau", "n_phase"])
+def test_mask_sizes_must_be_positive_integers(name, generator):
+    sizes = {"batch_size": 1, "n_tau": 1, "n_phase": 64} | {name: 0}
+    with pytest.raises(ValueError, match=rf"{name} must be a positive integer, got 0"):
+        variable_density_mask(**sizes, generator=generator)
