@@ -242,8 +242,78 @@ def test_cli_simulate_writes_h5_and_figure(tmp_path, capsys):
     assert torch.equal(stored[1]["kspace"], reference["kspace"])
 
 
-def test_cli_simulate_rejects_bad_options(tmp_path):
-    with pytest.raises(SystemExit):
+def test_cli_simulate_rejects_bad_options(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         main(["simulate", "--out", str(tmp_path / "x.h5"), "--split", "training"])
+    assert exit_info.value.code == 2 and "invalid choice: 'training'" in capsys.readouterr().err
     with pytest.raises(SystemExit, match=r"^pinqi simulate: size must be an even integer"):
         main(["simulate", "--out", str(tmp_path / "x.h5"), "--size", "33", "--quiet"])
+
+
+def test_cli_simulate_set_writes_the_readme_phantoms(tmp_path):
+    """The README's example: test-object phantoms, T1 = 0.25 s, any phase."""
+    out = tmp_path / "phantoms.h5"
+    sets = ["uniform_probability=1", "t1_any_range=[0.25,0.25]", "phase_any_probability=1"]
+    argv = ["simulate", "--out", str(out), "--split", "test", "--n-samples", "2", "--size", "32"]
+    main([*argv, *(a for s in sets for a in ("--set", s)), "--quiet"])
+    stored = H5Dataset(out)
+    assert stored.config.uniform_probability == 1 and stored.config.t1_any_range == (0.25, 0.25)
+    spreads = []
+    for i in range(2):
+        sample = stored[i]
+        inside = sample["brain_mask"]
+        r1 = sample["params"][-1][inside]
+        assert inside.sum() > 50
+        torch.testing.assert_close(r1, torch.full_like(r1, 4.0))  # T1 = 0.25 s
+        phase = torch.complex(sample["params"][0], sample["params"][1])[inside].angle()
+        spreads.append(float(phase.max() - phase.min()))
+    assert max(spreads) > 0.5  # the phase field of a scanner, up to pi
+    # control: without --set, the anatomy with its tissue T1s and small phase
+    main([*argv[:2], str(tmp_path / "plain.h5"), *argv[3:], "--quiet"])
+    plain = H5Dataset(tmp_path / "plain.h5")[0]
+    t1 = 1 / plain["params"][-1][plain["brain_mask"]]
+    assert float(t1.min()) > 0.5 and float(t1.max()) > 1.5
+    phase = torch.complex(plain["params"][0], plain["params"][1])[plain["brain_mask"]].angle()
+    assert float(phase.max() - phase.min()) < 0.3
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("t1_any_rang=[0.25,0.25]", r"unknown keys in --set: \['t1_any_rang'\]"),
+        ("uniform_probability", r"--set 'uniform_probability' must look like key=value"),
+        ("uniform_probability=2", r"uniform_probability must be a probability in \[0, 1\]"),
+    ],
+)
+def test_cli_simulate_set_errors(tmp_path, setting, message):
+    out = tmp_path / "x.h5"
+    with pytest.raises(SystemExit, match=rf"^pinqi simulate: {message}"):
+        main(["simulate", "--out", str(out), "--size", "32", "--set", setting, "--quiet"])
+    assert not out.exists()
+
+
+def test_cli_simulate_orientation_slices_brainweb_along_its_axis(tmp_path):
+    subject = SPLITS["test"][0]
+    write_crisp(tmp_path, subject)  # a head of 6 slices of 40x32 voxels (z, y, x)
+    common = ["simulate", "--split", "test", "--n-samples", "1", "--size", "32", "--quiet"]
+    common += ["--brainweb", str(tmp_path), "--subjects", subject, "--set", "fov_mm=20"]
+    extents = {}
+    for orientation in ("axial", "coronal"):
+        out = tmp_path / f"{orientation}.h5"
+        main([*common, "--orientation", orientation, "--out", str(out)])
+        stored = H5Dataset(out)
+        assert stored.config.orientation == orientation
+        config = SimulationConfig(
+            size=32,
+            fov_mm=20.0,
+            anatomy="brainweb",
+            brainweb_dir=str(tmp_path),
+            orientation=orientation,
+            subjects={"test": (subject,)},
+        )
+        expected = SimulatedDataset(config, "test", 1, seed=0)[0]
+        torch.testing.assert_close(stored[0]["params"], expected["params"])
+        inside = stored[0]["brain_mask"]
+        extents[orientation] = min(int(inside.any(0).sum()), int(inside.any(1).sum()))
+    # axial: a disc of brain; coronal: across the 6 slices only, a band 3 mm (~5 px) thick
+    assert extents["axial"] >= 10 and extents["coronal"] <= 5
