@@ -102,3 +102,20 @@ def test_float64_networks_are_never_autocast():
     _, asked_bf16 = _reconstruct("bf16", torch.float64)
     assert asked_bf16.dtype == torch.float64
     torch.testing.assert_close(asked_bf16, exact, rtol=0, atol=0)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    model, kspace, coils, mask, truth = tiny_problem(size=16)
+
+    def gradients(checkpoint_unets):
+        torch.manual_seed(0)
+        config = replace(TINY, unet_precision="fp32", checkpoint_unets=checkpoint_unets)
+        net = PINQI(model, config).double()
+        out = net(kspace.to(torch.complex128), coils.to(torch.complex128), mask)
+        ((out.parameters[-1] - truth.double()) ** 2).mean().backward()
+        return {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    assert plain.keys() == checkpointed.keys() and len(plain) > 10
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, rtol=1e-10, atol=1e-12, msg=name)

@@ -9,6 +9,7 @@ from typing import get_args
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from pinqi._checks import one_read
@@ -54,19 +55,38 @@ def box_output(
     ``init + 10 scale tanh(o)``). Unlike a clamp, every output keeps a non-zero gradient (in
     float32 up to |a o + b| of about 80) and stays inside the signal fit's bounds.
     """
+    return apply_box(out, box_constants(init, scale, bounds, out.device))
+
+
+def box_constants(
+    init: Sequence[float],
+    scale: Sequence[float],
+    bounds: Sequence[tuple[float, float]],
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The constants of :func:`box_output` ``(4, P)`` float64: gain, offset, lower, width.
+
+    A network keeps them as a buffer, so that mapping its output creates no tensor from host
+    data (no host-to-device copy in the step).
+    """
     lower_bounds, upper_bounds = zip(*bounds, strict=True)
-    constants = torch.tensor(
+    init_t, scale_t, lower, upper = torch.tensor(
         [tuple(init), tuple(scale), lower_bounds, upper_bounds],
         dtype=torch.float64,
-        device=out.device,
-    ).reshape(4, 1, -1, *(1,) * (out.ndim - 2))
-    init_t, scale_t, lower, upper = constants.unbind(0)
+        device=device,
+    ).unbind(0)
     width = upper - lower
     start = (init_t - lower) / width
-    gain = (10 * scale_t / (width * start * (1 - start))).to(out.dtype)
-    lower, upper, width = (x.to(out.dtype) for x in (lower, upper, width))
-    a = gain * out + torch.logit(start).to(out.dtype)
+    gain = 10 * scale_t / (width * start * (1 - start))
+    return torch.stack([gain, torch.logit(start), lower, width])
+
+
+def apply_box(out: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
+    """:func:`box_output` of ``out`` ``(batch, P, ...)`` with :func:`box_constants`."""
+    gain, offset, lower, width = constants.to(out.dtype).reshape(4, 1, -1, *(1,) * (out.ndim - 2))
+    a = gain * out + offset
     # each side measured from its own bound, so that neither saturates early in float32
+    upper = lower + width
     return torch.where(a < 0, lower + width * torch.sigmoid(a), upper - width * torch.sigmoid(-a))
 
 
@@ -178,6 +198,9 @@ class PINQIConfig:
         in bfloat16 autocast where the hardware computes it natively (CUDA, CPUs with
         AVX-512 BF16 or AMX), ``bf16`` everywhere, ``fp32`` never. Only float32 inputs are
         affected; the CG layer, the fit and the loss keep the input's precision.
+    checkpoint_unets
+        Activation checkpointing per UNet call: each call's activations are recomputed in the
+        backward instead of stored (far less memory, about one more UNet forward per call).
     use_image_regulariser, use_parameter_regulariser, use_signal_fit, iterate_networks
         Ablations (Sec. 3.4): without Y_theta (lambda_y = 0), without P_theta (lambda_p = 0:
         a pure fit, started from a learned constant p_0), without the non-linear solver
@@ -202,6 +225,7 @@ class PINQIConfig:
     parameter_init: tuple[float, ...] | None = None
     parameter_scale: tuple[float, ...] | None = None
     unet_precision: UNetPrecision = "auto"
+    checkpoint_unets: bool = False
     use_image_regulariser: bool = True
     use_parameter_regulariser: bool = True
     use_signal_fit: bool = True
@@ -313,6 +337,9 @@ class PINQI(nn.Module):
             raise ValueError(f"parameter_init must lie inside the signal model's bounds: {outside}")
         self.parameter_init: tuple[float, ...] = tuple(map(float, init))
         self.parameter_scale: tuple[float, ...] = tuple(map(float, scale))
+        self.register_buffer(
+            "box", box_constants(init, scale, signal_model.bounds), persistent=False
+        )
         t = config.iterations
         self.raw_lambda_y = nn.Parameter(torch.full((t,), inverse_softplus(config.lambda_y)))
         self.raw_lambda_q = nn.Parameter(
@@ -345,7 +372,7 @@ class PINQI(nn.Module):
 
         :func:`box_output` with ``parameter_init`` and ``parameter_scale``.
         """
-        return box_output(out, self.parameter_init, self.parameter_scale, self.signal_model.bounds)
+        return apply_box(out, self.box)
 
     def parameter_strength(self, lambda_p: torch.Tensor, p_reg: torch.Tensor) -> torch.Tensor:
         """The fit layer's strength ``(batch, P)`` from one iteration's lambda_p ``()``/``(P,)``.
@@ -371,17 +398,25 @@ class PINQI(nn.Module):
             return self.parameters_from_output(raw).expand(batch, -1, height, width)
         x = complex_to_channels(images).flatten(1, 2)
         iteration_t = torch.full((len(x),), float(iteration), device=x.device, dtype=x.dtype)
-        with unet_autocast(self.config.unet_precision, x):
-            out = self.parameter_net(x, iteration_t)
-        return self.parameters_from_output(out.to(x.dtype))
+        return self.parameters_from_output(self._run_unet(self.parameter_net, x, iteration_t))
 
     def regularise_images(self, images: torch.Tensor, iteration: int) -> torch.Tensor:
         """Y_theta: a residual correction of the images ``(batch, n_tau, H, W)``."""
         x = complex_to_channels(images)
         iteration_t = torch.full((len(x),), float(iteration), device=x.device, dtype=x.dtype)
+        return images + channels_to_complex(self._run_unet(self.image_net, x, iteration_t))
+
+    def _run_unet(self, net: UNet, x: torch.Tensor, iteration: torch.Tensor) -> torch.Tensor:
+        """``net(x, iteration)`` in the configured precision (output in ``x``'s dtype).
+
+        With ``checkpoint_unets`` (and gradients on), through activation checkpointing.
+        """
         with unet_autocast(self.config.unet_precision, x):
-            out = self.image_net(x, iteration_t)
-        return images + channels_to_complex(out.to(x.dtype))
+            if self.config.checkpoint_unets and torch.is_grad_enabled():
+                out = torch.utils.checkpoint.checkpoint(net, x, iteration, use_reentrant=False)
+            else:
+                out = net(x, iteration)
+        return out.to(x.dtype)
 
     def initial_images(
         self, acquisition: CartesianAcquisition, kspace: torch.Tensor

@@ -41,9 +41,13 @@ def _normal_rhs(
 
 
 def _real_inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Re <a, b> per batch element ``(batch,)``, accumulated in double precision."""
-    wide = torch.complex128
-    return (a.to(wide).conj() * b.to(wide)).flatten(1).sum(1).real.to(a.real.dtype)
+    """Re <a, b> per batch element ``(batch,)``, summed in double precision.
+
+    Re(conj(a) b) = Re a Re b + Im a Im b per element in the working precision; only the sum
+    runs in float64 (no complex128 copies of the images).
+    """
+    products = torch.view_as_real(a) * torch.view_as_real(b)
+    return products.flatten(1).sum(1, dtype=torch.float64).to(a.real.dtype)
 
 
 class _ImplicitDataConsistency(torch.autograd.Function):
