@@ -154,6 +154,33 @@ def test_four_d_nifti_and_mask(tmp_path):
     assert (result.maps["t1"][~mask] == 0).all()
 
 
+def test_cli_fit_mask_fits_only_the_masked_voxels(tmp_path, capsys):
+    t1 = t1_grid((6, 5, 2))
+    path = save(tmp_path / "sr.nii.gz", saturation_series(t1))
+    mask = np.zeros((6, 5, 2), dtype=np.uint8)
+    mask[1:5, 2:4, 1] = 3  # non-zero = fit
+    mask[0, 0, 0] = 1
+    save(tmp_path / "mask.nii.gz", mask)
+    argv = ["fit", "--images", str(path), "--tau", "0.5,1,1.5,2,8", "--quiet"]
+    main([*argv, "--mask", str(tmp_path / "mask.nii.gz"), "--out", str(tmp_path / "o")])
+    inside = mask != 0
+    assert "; 9 voxels, median T1" in capsys.readouterr().out
+    written = np.asarray(nib.load(tmp_path / "o" / "mask.nii.gz").dataobj)
+    np.testing.assert_array_equal(written, inside)
+    fitted = np.asarray(nib.load(tmp_path / "o" / "t1.nii.gz").dataobj)
+    np.testing.assert_allclose(fitted[inside], t1[inside], rtol=1e-3)
+    assert (fitted[~inside] == 0).all()
+    # a mask on another grid, or a missing one, is refused before any output
+    save(tmp_path / "small.nii.gz", mask[:4])
+    with pytest.raises(SystemExit, match=r"^pinqi fit: mask has shape \(4, 5, 2\) but the series"):
+        main([*argv, "--mask", str(tmp_path / "small.nii.gz"), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match=r"^pinqi fit: mask not found"):
+        main([*argv, "--mask", str(tmp_path / "none.nii.gz"), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match=r"--mask need --images"):
+        main(["fit", "--data", "d.h5", "--mask", str(tmp_path / "mask.nii.gz"), "--out", "x"])
+    assert not (tmp_path / "x").exists()
+
+
 def test_auto_mask_drops_background(tmp_path):
     t1 = t1_grid((8, 8), 0.5, 2.0)
     volume = saturation_series(t1)
