@@ -250,6 +250,28 @@ def test_coil_maps_from_a_calibration_scan(tmp_path, sample):
     assert float((stored - from_data.to(stored.dtype)).abs().max()) > 1e-2
 
 
+def test_import_ismrmrd_coils_ratio(tmp_path, sample, capsys):
+    """--coils ratio: smoothed coil images over their root sum of squares."""
+    from pinqi.cli import main
+    from pinqi.data.datasets import H5Dataset
+    from pinqi.data.raw import prepare_raw
+
+    write_file(tmp_path / "raw.h5", sample)
+    argv = ["import-ismrmrd", "--raw", str(tmp_path / "raw.h5"), "--coils", "ratio"]
+    main([*argv, "--out", str(tmp_path / "k.h5")])
+    assert "coil maps by ratio from the data" in capsys.readouterr().out
+    stored = H5Dataset(tmp_path / "k.h5")[0]["coil_maps"]
+    raw = read_ismrmrd(tmp_path / "raw.h5")
+    ratio = prepare_raw(raw, coil_method="ratio")["coil_maps"].to(stored.dtype)
+    walsh = prepare_raw(raw)["coil_maps"].to(stored.dtype)
+    torch.testing.assert_close(stored, ratio)
+    assert float((stored - walsh).abs().max()) > 1e-2  # not the default method's maps
+    inside = sample["brain_mask"]
+    assert maps_agreement(stored, sample["coil_maps"], inside) > 0.99
+    rss = stored.abs().square().sum(0).sqrt()[inside]
+    torch.testing.assert_close(rss, torch.ones_like(rss), rtol=0, atol=1e-3)
+
+
 def test_espirit_maps_from_a_calibration_scan(tmp_path, sample):
     from pinqi.data.raw import prepare_raw
     from pinqi.io.ismrmrd import read_calibration
