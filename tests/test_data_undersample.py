@@ -163,6 +163,32 @@ def test_dicom_series_is_read_in_instance_order(tmp_path):
     assert float(series.imag.abs().max()) == 0
 
 
+def test_undersample_a_dicom_folder_like_the_same_nifti(tmp_path):
+    """undersample --images <DICOM folder>: the k-space of the same images as a NIfTI file."""
+    sample = write_series(tmp_path / "s.nii.gz", scale=1000.0, magnitude=True, seed=4)
+    images = SaturationRecovery(TAU)(sample["params"][None])[0].abs().numpy() * 1000
+    write_dicom_series(tmp_path / "dicom", images)  # 16 bit, 0.5 per unit: within 0.25
+    common = ["--tau", ",".join(map(str, TAU)), "--size", "96", "--seed", "3"]
+    for name, source in (("dicom", tmp_path / "dicom"), ("nifti", tmp_path / "s.nii.gz")):
+        main(
+            ["undersample", "--images", str(source), "--out", str(tmp_path / f"{name}.h5"), *common]
+        )
+    with h5py.File(tmp_path / "dicom.h5") as a, h5py.File(tmp_path / "nifti.h5") as b:
+        dicom, nifti = a["kspace"][()], b["kspace"][()]
+        assert a.attrs["intensity_scale"] == pytest.approx(b.attrs["intensity_scale"], rel=1e-3)
+        np.testing.assert_array_equal(a["mask"][()], b["mask"][()])
+    error = np.linalg.norm(dicom - nifti) / np.linalg.norm(nifti)
+    assert error < 1e-3
+    # the images transposed (DICOM rows read as columns) would be far off
+    transposed = tmp_path / "t.nii.gz"
+    swapped = np.swapaxes(images, -1, -2)  # as write_series stores model images:
+    volume = np.transpose(swapped, (2, 1, 0))[:, ::-1]
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(volume), np.eye(4)), transposed)
+    main(["undersample", "--images", str(transposed), "--out", str(tmp_path / "t.h5"), *common])
+    with h5py.File(tmp_path / "t.h5") as f:
+        assert np.linalg.norm(f["kspace"][()] - nifti) / np.linalg.norm(nifti) > 0.1
+
+
 def test_undersample_keeps_the_field_of_view_and_says_it_resamples(tmp_path, capsys):
     import json
 
