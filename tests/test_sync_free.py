@@ -10,7 +10,7 @@ import torch
 from pinqi._checks import one_read, require
 from pinqi.config import ExperimentConfig
 from pinqi.data.datasets import SimulatedDataset
-from pinqi.nets import PINQI
+from pinqi.nets import PINQI, PINQIConfig
 from pinqi.physics import CartesianAcquisition, SaturationRecovery
 from pinqi.solvers.cg import conjugate_gradient
 from pinqi.solvers.data_consistency import solve_data_consistency
@@ -18,6 +18,7 @@ from pinqi.solvers.signal_fit import solve_signal_fit
 from pinqi.training.losses import pinqi_loss
 
 from conftest import TAU
+from test_nets import TINY, tiny_problem
 from test_solvers_data_consistency import problem
 from test_solvers_signal_fit import fit_problem
 
@@ -54,7 +55,7 @@ def test_the_counter_sees_reads():
     assert sum(counts.values()) == 3
 
 
-def test_pinqi_forward_and_backward_read_the_host_at_most_once():
+def test_sync_free_pinqi_forward_and_backward_read_the_host_at_most_once():
     # the cpu-brainweb network (T = 3, its widths and solver settings) on 2 samples of
     # 96 x 96 of the built-in phantom
     config = ExperimentConfig.from_yaml("configs/cpu-brainweb.yaml")
@@ -62,7 +63,10 @@ def test_pinqi_forward_and_backward_read_the_host_at_most_once():
     dataset = SimulatedDataset(data_config.without_coverage(), "val", 2, seed=0)
     batch = {k: torch.stack([dataset[i][k] for i in range(2)]) for k in dataset[0]}
     torch.manual_seed(0)
-    net = PINQI.from_config(config.model, "saturation", config.data.tau)
+    # sync_free "on": what accelerators run ("auto" on the CPU gathers unconverged pixels with
+    # host reads, which cost nothing there)
+    model_config = replace(config.model, sync_free="on")
+    net = PINQI.from_config(model_config, "saturation", config.data.tau)
     with HostReads() as counts:
         out = net(batch["kspace"], batch["coil_maps"], batch["mask"])
         loss = pinqi_loss(out, batch["params"], batch["brain_mask"], 0.05, 0.01)
@@ -147,3 +151,23 @@ def test_sync_free_newton_equals_the_compacting_newton(noise):
     assert bool(info_fixed.converged.all()) and bool(info_compacted.converged.all())
     for a, b in zip(fixed, compacted, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_pinqi_maps_and_gradients_do_not_depend_on_sync_free():
+    model, kspace, coils, mask, truth = tiny_problem(size=16)
+
+    def run(mode):
+        torch.manual_seed(0)
+        config = replace(TINY, sync_free=mode, cg_iterations=30, fit_iterations=30)
+        net = PINQI(model, config).double()
+        out = net(kspace.to(torch.complex128), coils.to(torch.complex128), mask)
+        ((out.parameters[-1] - truth.double()) ** 2).mean().backward()
+        return out.parameters[-1].detach(), net.raw_lambda_p.grad, net.raw_lambda_y.grad
+
+    for a, b in zip(run("on"), run("off"), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_an_unknown_sync_free_mode_is_refused():
+    with pytest.raises(ValueError, match="sync_free must be"):
+        PINQIConfig(sync_free="sometimes")

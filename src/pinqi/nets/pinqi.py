@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import get_args
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -198,6 +198,12 @@ class PINQIConfig:
         in bfloat16 autocast where the hardware computes it natively (CUDA, CPUs with
         AVX-512 BF16 or AMX), ``bf16`` everywhere, ``fp32`` never. Only float32 inputs are
         affected; the CG layer, the fit and the loss keep the input's precision.
+    sync_free
+        ``on``: the CG and fit layers run fixed iterations with convergence tracked on the
+        device and never read a value back, so that a step can be captured (CUDA graphs,
+        ``torch.compile``) and never waits for the host; ``off``: they stop early and gather
+        the unconverged pixels (faster where a read costs nothing); ``auto``: ``on`` on
+        accelerators, ``off`` on the CPU. Either way the inputs are checked with one read.
     checkpoint_unets
         Activation checkpointing per UNet call: each call's activations are recomputed in the
         backward instead of stored (far less memory, about one more UNet forward per call).
@@ -225,6 +231,7 @@ class PINQIConfig:
     parameter_init: tuple[float, ...] | None = None
     parameter_scale: tuple[float, ...] | None = None
     unet_precision: UNetPrecision = "auto"
+    sync_free: Literal["auto", "on", "off"] = "auto"
     checkpoint_unets: bool = False
     use_image_regulariser: bool = True
     use_parameter_regulariser: bool = True
@@ -233,6 +240,8 @@ class PINQIConfig:
 
     def __post_init__(self) -> None:
         check_unet_precision(self.unet_precision)
+        if self.sync_free not in ("auto", "on", "off"):
+            raise ValueError(f"sync_free must be 'auto', 'on' or 'off', got {self.sync_free!r}")
         if self.fit_solver not in get_args(Solver):
             raise ValueError(
                 f"fit_solver must be one of {get_args(Solver)}, got {self.fit_solver!r}"
@@ -446,6 +455,7 @@ class PINQI(nn.Module):
         p_reg = self.predict_parameters(y, 0)
         p = p_reg
         out = PINQIOutput([p], [y], [p_reg])
+        sync_free = {"auto": None, "on": True, "off": False}[config.sync_free]
         y_reg = y
         for i in range(config.iterations):
             lambdas: Sequence[torch.Tensor] = [lam["lambda_q"][i].expand(batch)]
@@ -465,6 +475,7 @@ class PINQI(nn.Module):
                 max_iter=config.cg_iterations,
                 tol=data_consistency_tolerance(kspace.dtype),
                 x0=y,
+                early_exit=None if sync_free is None else not sync_free,
             )
             out.cg_infos.append(cg_info)
             if config.iterate_networks:
@@ -485,6 +496,7 @@ class PINQI(nn.Module):
                     p,
                     solver=config.fit_solver,
                     max_iter=config.fit_iterations,
+                    sync_free=sync_free,
                 )
                 out.fit_infos.append(fit_info)
             out.parameters.append(p)

@@ -224,16 +224,20 @@ def solve_data_consistency(
     x0: torch.Tensor | None = None,
     implicit: bool = True,
     warn: bool = False,
-    early_exit: bool = False,
+    early_exit: bool | None = None,
 ) -> tuple[torch.Tensor, SolverInfo]:
-    """:func:`data_consistency` without input checks and without host synchronisation.
+    """:func:`data_consistency` without input checks.
 
     For networks that validate their inputs once at their entry point and call the layer many
     times. ``lambdas`` are ``(batch,)`` tensors on the data's device and dtype, ``priors`` and
-    ``x0`` complex ``(batch, n_tau, H, W)``; ``warn`` only concerns the backward solve. By
-    default both CG solves run ``max_iter`` iterations (converged elements frozen on the
-    device) and never read a value back; ``early_exit`` stops them once all have converged.
+    ``x0`` complex ``(batch, n_tau, H, W)``; ``warn`` only concerns the backward solve.
+    Without ``early_exit`` both CG solves run ``max_iter`` iterations (converged elements
+    frozen on the device) and never read a value back (no host synchronisation; capturable);
+    with it they stop once all elements have converged. None (default): early exits on the
+    CPU, where reading a value costs nothing, none on accelerators.
     """
+    if early_exit is None:
+        early_exit = kspace.device.type == "cpu"
     if x0 is not None:
         x0 = x0.detach()
     if implicit:

@@ -330,9 +330,9 @@ def solve_signal_fit(
     backward_max_iter: int = 100,
     backward_tol: float | None = None,
     warn: bool = False,
-    sync_free: bool = True,
+    sync_free: bool | None = None,
 ) -> tuple[torch.Tensor, SolverInfo]:
-    """:func:`signal_fit` without input checks, by default without host synchronisation.
+    """:func:`signal_fit` without input checks.
 
     For networks that validate their inputs once and call the layer many times: ``images``
     complex ``(batch, n_tau, H, W)``, ``p_reg`` and ``p0`` real ``(batch, P, H, W)`` of the
@@ -340,8 +340,11 @@ def solve_signal_fit(
     backward. ``sync_free`` (newton): exactly ``max_iter`` iterations on every pixel,
     converged ones frozen by a mask, and nothing read back in forward or backward
     (:func:`~pinqi.solvers.newton.newton_solve`); False gathers the running pixels into
-    smaller arrays as they converge, faster on a CPU for many iterations but with host reads.
+    smaller arrays as they converge, with host reads (2-3x faster on a CPU, where a read costs
+    nothing). None (default): sync-free on accelerators, compacting on the CPU.
     """
+    if sync_free is None:
+        sync_free = images.device.type != "cpu"
     batch, n_params = p_reg.shape[:2]
     dtype = p_reg.dtype
     settings = _FitSettings(
