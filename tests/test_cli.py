@@ -47,9 +47,10 @@ def test_demo_with_the_shipped_model(tmp_path, capsys):
     assert result.metrics["PINQI"]["t1_nrmse"] < result.metrics["CG-SENSE + fit"]["t1_nrmse"]
 
 
-def test_cli_rejects_unknown_command():
-    with pytest.raises(SystemExit):
+def test_cli_rejects_unknown_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
         main(["frobnicate"])
+    assert exit_info.value.code == 2 and "invalid choice: 'frobnicate'" in capsys.readouterr().err
 
 
 def test_help_names_defaults():
