@@ -119,3 +119,19 @@ def test_activation_checkpointing_gives_the_same_gradients():
     assert plain.keys() == checkpointed.keys() and len(plain) > 10
     for name, grad in plain.items():
         torch.testing.assert_close(checkpointed[name], grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.slow
+def test_compiled_unets_give_the_same_maps_and_keep_the_checkpoint_layout():
+    model, kspace, coils, mask, _ = tiny_problem(size=16)
+
+    def run(compile_unets):
+        torch.manual_seed(0)
+        config = replace(TINY, unet_precision="fp32", compile_unets=compile_unets)
+        net = PINQI(model, config)
+        return net, net(kspace, coils, mask).parameters[-1]
+
+    plain_net, plain = run(False)
+    compiled_net, compiled = run(True)
+    torch.testing.assert_close(compiled, plain, rtol=1e-4, atol=1e-5)
+    assert compiled_net.state_dict().keys() == plain_net.state_dict().keys()
