@@ -1,12 +1,16 @@
 import csv
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
 from pinqi.cli import main
+from pinqi.data.datasets import SimulatedDataset
 from pinqi.demo import run_demo
-from pinqi.training.checkpoints import default_model_path
+from pinqi.training.checkpoints import default_model_path, load_model
+
+from conftest import nrmse, wrong_maps
 
 
 def test_help_lists_subcommands():
@@ -45,6 +49,14 @@ def test_demo_with_the_shipped_model(tmp_path, capsys):
     assert [r["method"] for r in rows] == ["PINQI", "CG-SENSE + fit"]
     # the shipped model must beat the non-learned baseline on a test slice
     assert result.metrics["PINQI"]["t1_nrmse"] < result.metrics["CG-SENSE + fit"]["t1_nrmse"]
+    # and be accurate: nRMSE ~0.15 where every plausible wrong map of the demo's slice (a
+    # constant, transposed, flipped or rescaled truth) is >= 0.21 off
+    assert result.metrics["PINQI"]["t1_nrmse"] < 0.18
+    _, config = load_model(default_model_path())
+    data = replace(config.data.without_coverage(), anatomy="builtin", brainweb_dir=None)
+    sample = SimulatedDataset(data, "test", 1, seed=1)[0]
+    truth, inside = 1 / sample["params"][-1], sample["brain_mask"]
+    assert min(nrmse(w, truth, inside) for w in wrong_maps(truth, inside).values()) > 0.18
 
 
 def test_cli_rejects_unknown_command(capsys):

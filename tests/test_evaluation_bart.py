@@ -24,6 +24,7 @@ from pinqi.nets import PINQI
 from pinqi.physics import CartesianAcquisition, SaturationRecovery, birdcage_maps
 from pinqi.physics.fft import fft2c
 
+from conftest import assert_accurate
 from test_training import TINY
 
 needs_bart = pytest.mark.skipif(shutil.which("bart") is None, reason="BART is not installed")
@@ -171,8 +172,11 @@ def test_pics_fit_is_the_baselines_fit_of_the_pics_images(undersampled):
     assert params.shape == (2, 3, 32, 32) and bool(torch.isfinite(params).all())
     pics = parameter_metrics(params, batch["params"], batch["brain_mask"])["t1_nrmse"]
     baseline = parameter_metrics(cg_sense_fit(model, *inputs), batch["params"], batch["brain_mask"])
-    assert float(pics.mean()) < 0.5
     assert float(pics.mean()) < 1.5 * float(baseline["t1_nrmse"].mean())
+    # T1 nRMSE ~0.15, where a constant, transposed or rescaled map is >= 0.2 off (the phantom
+    # is nearly symmetric: flipped maps are not a control here)
+    t1 = 1 / params[:, -1].clamp(min=0.1)
+    assert_accurate(t1, 1 / batch["params"][:, -1], batch["brain_mask"], 0.19, flips=False)
 
 
 def untrained_model(path):
