@@ -107,17 +107,24 @@ def source_trees(baseline: str | None, baseline_src: str | None) -> dict[str, Pa
 def measure_step(tree: Path, config: str, device: str, repeats: int, extra: list[str]) -> dict:
     """One training step of ``tree``'s code and preset ``config`` (``benchmarks/_step_worker.py``).
 
-    Runs in a fresh process with ``PYTHONPATH=tree/src``; on the CPU with
-    ``MALLOC_MMAP_THRESHOLD_`` so that the peak resident size follows the live tensors.
+    Two fresh processes with ``PYTHONPATH=tree/src``: one for time, operators and host reads,
+    one for the peak memory (on the CPU with ``MALLOC_MMAP_THRESHOLD_``, so that the peak
+    resident size follows the live tensors; that setting slows every allocation down).
     """
-    env = dict(os.environ, PYTHONPATH=str(tree / "src"), MALLOC_MMAP_THRESHOLD_="131072")
     worker = Path(__file__).with_name("_step_worker.py")
     command = [sys.executable, str(worker), "--config", str(tree / config), "--device", device]
     command += ["--repeats", str(repeats), *extra]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tree)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = {}
+    for memory in (False, True):
+        env = dict(os.environ, PYTHONPATH=str(tree / "src"))
+        if memory:
+            env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+        run = command + (["--memory"] if memory else [])
+        done = subprocess.run(run, capture_output=True, text=True, env=env, cwd=tree)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(run)} failed:\n{done.stderr[-2000:]}")
+        result |= json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def version_table(

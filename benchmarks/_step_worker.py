@@ -83,6 +83,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="override data.size")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="section.key=value")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="measure the peak memory of one step only (run with MALLOC_MMAP_THRESHOLD_ set)",
+    )
     args = parser.parse_args()
     config = ExperimentConfig.from_yaml(args.config).with_overrides(args.set)
     data = replace(config.data.without_coverage(), anatomy="builtin", brainweb_dir=None)
@@ -104,12 +109,17 @@ def main() -> None:
         loss.backward()
 
     step()  # warm-up
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        before = reset_vm_hwm()
+    if args.memory:
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+        else:
+            before = reset_vm_hwm()
+        step()
+        peak = (torch.cuda.max_memory_allocated() if cuda else vm_hwm()) - before
+        print(json.dumps({"peak_bytes": peak}))
+        return
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -117,7 +127,6 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() if cuda else vm_hwm()) - before
     with CountReads() as reads:
         counter = CountOps()
         with counter:
@@ -128,7 +137,6 @@ def main() -> None:
                 "seconds": statistics.median(times),
                 "aten_ops": counter.count,
                 "host_reads": sum(reads.counts.values()),
-                "peak_bytes": peak,
                 "batch": batch_size,
                 "size": data.size,
                 "iterations": config.model.iterations,

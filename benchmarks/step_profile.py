@@ -62,6 +62,11 @@ def main() -> None:
     if args.baseline or args.baseline_src:
         trees = source_trees(args.baseline, args.baseline_src)
         print(version_table(trees, CPU_CASES, "cpu", args.repeats) + "\n")
+        sync_free = [
+            (f"{label}, sync_free always", config, [*extra, "--set", "model.sync_free=always"])
+            for label, config, extra in CPU_CASES
+        ]
+        print(version_table({"new": trees["new"]}, sync_free, "cpu", args.repeats) + "\n")
     parts_table(args)
 
 

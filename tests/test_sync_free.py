@@ -63,9 +63,9 @@ def test_sync_free_pinqi_forward_and_backward_read_the_host_at_most_once():
     dataset = SimulatedDataset(data_config.without_coverage(), "val", 2, seed=0)
     batch = {k: torch.stack([dataset[i][k] for i in range(2)]) for k in dataset[0]}
     torch.manual_seed(0)
-    # sync_free "on": what accelerators run ("auto" on the CPU gathers unconverged pixels with
+    # sync_free "always": what accelerators run ("auto" on the CPU gathers unconverged pixels with
     # host reads, which cost nothing there)
-    model_config = replace(config.model, sync_free="on")
+    model_config = replace(config.model, sync_free="always")
     net = PINQI.from_config(model_config, "saturation", config.data.tau)
     with HostReads() as counts:
         out = net(batch["kspace"], batch["coil_maps"], batch["mask"])
@@ -164,10 +164,16 @@ def test_pinqi_maps_and_gradients_do_not_depend_on_sync_free():
         ((out.parameters[-1] - truth.double()) ** 2).mean().backward()
         return out.parameters[-1].detach(), net.raw_lambda_p.grad, net.raw_lambda_y.grad
 
-    for a, b in zip(run("on"), run("off"), strict=True):
+    for a, b in zip(run("always"), run("never"), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
 
 
 def test_an_unknown_sync_free_mode_is_refused():
     with pytest.raises(ValueError, match="sync_free must be"):
         PINQIConfig(sync_free="sometimes")
+
+
+def test_sync_free_modes_survive_yaml():
+    config = ExperimentConfig().with_overrides(["model.sync_free=always"])
+    assert config.model.sync_free == "always"
+    assert ExperimentConfig().with_overrides(["model.sync_free=never"]).model.sync_free == "never"

@@ -199,11 +199,12 @@ class PINQIConfig:
         AVX-512 BF16 or AMX), ``bf16`` everywhere, ``fp32`` never. Only float32 inputs are
         affected; the CG layer, the fit and the loss keep the input's precision.
     sync_free
-        ``on``: the CG and fit layers run fixed iterations with convergence tracked on the
-        device and never read a value back, so that a step can be captured (CUDA graphs,
-        ``torch.compile``) and never waits for the host; ``off``: they stop early and gather
-        the unconverged pixels (faster where a read costs nothing); ``auto``: ``on`` on
-        accelerators, ``off`` on the CPU. Either way the inputs are checked with one read.
+        ``always``: the CG and fit layers run fixed iterations with convergence tracked on
+        the device and never read a value back, so that a step can be captured (CUDA graphs,
+        ``torch.compile``) and never waits for the host; ``never``: they stop early and
+        gather the unconverged pixels (faster where a read costs nothing); ``auto``:
+        ``always`` on accelerators, ``never`` on the CPU. Either way the inputs are checked
+        with one read. (Not ``on``/``off``: YAML reads those as booleans.)
     checkpoint_unets
         Activation checkpointing per UNet call: each call's activations are recomputed in the
         backward instead of stored (far less memory, about one more UNet forward per call).
@@ -235,7 +236,7 @@ class PINQIConfig:
     parameter_init: tuple[float, ...] | None = None
     parameter_scale: tuple[float, ...] | None = None
     unet_precision: UNetPrecision = "auto"
-    sync_free: Literal["auto", "on", "off"] = "auto"
+    sync_free: Literal["auto", "always", "never"] = "auto"
     checkpoint_unets: bool = False
     compile_unets: bool = False
     use_image_regulariser: bool = True
@@ -245,8 +246,10 @@ class PINQIConfig:
 
     def __post_init__(self) -> None:
         check_unet_precision(self.unet_precision)
-        if self.sync_free not in ("auto", "on", "off"):
-            raise ValueError(f"sync_free must be 'auto', 'on' or 'off', got {self.sync_free!r}")
+        if self.sync_free not in ("auto", "always", "never"):
+            raise ValueError(
+                f"sync_free must be 'auto', 'always' or 'never', got {self.sync_free!r}"
+            )
         if self.fit_solver not in get_args(Solver):
             raise ValueError(
                 f"fit_solver must be one of {get_args(Solver)}, got {self.fit_solver!r}"
@@ -468,7 +471,7 @@ class PINQI(nn.Module):
         p_reg = self.predict_parameters(y, 0)
         p = p_reg
         out = PINQIOutput([p], [y], [p_reg])
-        sync_free = {"auto": None, "on": True, "off": False}[config.sync_free]
+        sync_free = {"auto": None, "always": True, "never": False}[config.sync_free]
         y_reg = y
         for i in range(config.iterations):
             lambdas: Sequence[torch.Tensor] = [lam["lambda_q"][i].expand(batch)]
