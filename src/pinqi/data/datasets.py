@@ -244,7 +244,20 @@ class EpochSampler(torch.utils.data.Sampler[int]):
     def __init__(self, n_samples: int, seed: int, shuffle: bool = True) -> None:
         self.n_samples, self.seed, self.shuffle = n_samples, seed, shuffle
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
         self._resume: tuple[int, int] | None = None
+
+    def distribute(self, rank: int, world_size: int) -> None:
+        """Yield only process ``rank``'s share of every epoch, of ``world_size`` processes.
+
+        Process r takes the epoch's samples r, r + W, r + 2W, ... (W = ``world_size``; a tail
+        of fewer than W samples is dropped), so that with a batch of b per process the k-th
+        steps of all processes together see the samples k b W ... (k + 1) b W - 1 of the
+        epoch: the k-th batch of one process with the batch b W.
+        """
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of {world_size} processes")
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         """Yield the samples of ``epoch`` from the next iteration on."""
@@ -256,8 +269,8 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         A run resumed mid-epoch then sees the samples of that epoch it has not seen, as an
         uninterrupted run would. Iterations over other epochs are not affected.
         """
-        if not 0 <= done <= self.n_samples:
-            raise ValueError(f"cannot resume after {done} of {self.n_samples} samples")
+        if not 0 <= done <= len(self):
+            raise ValueError(f"cannot resume after {done} of {len(self)} samples")
         self._resume = (epoch, done)
 
     def __iter__(self) -> Iterator[int]:
@@ -265,6 +278,7 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(self.n_samples, generator=generator)
+        order = order[self.rank :: self.world_size][: len(self)]
         start = 0
         if self._resume is not None and self._resume[0] == self.epoch:
             start = self._resume[1]
@@ -272,7 +286,8 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         yield from (self.epoch * self.n_samples + order[start:]).tolist()
 
     def __len__(self) -> int:
-        return self.n_samples
+        """Samples per epoch of this process."""
+        return self.n_samples // self.world_size
 
 
 class EpochIndexedDataset(torch.utils.data.Dataset):

@@ -43,9 +43,7 @@ class ResumableLoader(torch.utils.data.DataLoader):
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Skip the batches of ``state["epoch"]`` already done (a finished epoch: nothing).
 
-        Only where this process draws from the :class:`EpochSampler` itself: under DDP,
-        Lightning wraps it to split each epoch between processes, and the epoch starts over
-        as without this loader.
+        Every process skips the batches of its own share (:meth:`EpochSampler.distribute`).
         """
         if isinstance(self.sampler, EpochSampler) and state["batches"] < len(self):
             self.sampler.resume(state["epoch"], state["batches"] * self.batch_size)
@@ -76,9 +74,17 @@ class SimulatedDataModule(L.LightningDataModule):
         self.train_sampler = EpochSampler(optim.samples_per_epoch, config.seed)
 
     def setup(self, stage: str) -> None:
-        """Load the anatomy of both splits (once; later calls find it loaded)."""
+        """Load the anatomy of both splits (once; later calls find it loaded).
+
+        Under DDP each process draws its own share of every epoch
+        (:meth:`~pinqi.data.datasets.EpochSampler.distribute`; the trainer adds no sampler of
+        its own), so that W processes with batch b train like one with batch b W, and a
+        resumed run goes on mid-epoch in every process.
+        """
         self.train_set.preload()
         self.val_set.preload()
+        if self.trainer is not None:
+            self.train_sampler.distribute(self.trainer.global_rank, self.trainer.world_size)
 
     def _options(self) -> dict:
         workers = self.config.optim.num_workers
@@ -267,7 +273,8 @@ class PINQITask(L.LightningModule):
     def _log_step(
         self, loss: torch.Tensor | float, grad_norm: torch.Tensor | float, size: int
     ) -> None:
-        self.log("train_loss", loss, prog_bar=True, batch_size=size)
+        # averaged over the processes under DDP: the loss of the whole (global) batch
+        self.log("train_loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         self.log("grad_norm", grad_norm, batch_size=size)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

@@ -146,6 +146,9 @@ def train(
         logger=logger,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
+        # the EpochSampler splits epochs between DDP processes itself (resumable, and W
+        # processes of batch b see the batches of one process of batch b W)
+        use_distributed_sampler=False,
     )
     task = PINQITask(config.to_dict())
     if init is not None and checkpoint is None:
