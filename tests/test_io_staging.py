@@ -47,3 +47,19 @@ def test_interrupted_simulation_and_reconstruction_write_nothing(tmp_path, monke
               "--no-check"])  # fmt: skip
     assert not (tmp_path / "r").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5", "d.png"]
+
+
+def test_staged_outputs_follow_the_users_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        with staged_file(tmp_path / "f.h5") as path:
+            path.write_text("done")
+        with staged_folder(tmp_path / "out") as staging:
+            (staging / "a.txt").write_text("done")
+    finally:
+        os.umask(old)
+    for written in (tmp_path / "f.h5", tmp_path / "out" / "a.txt"):
+        assert stat.S_IMODE(written.stat().st_mode) == 0o644, written

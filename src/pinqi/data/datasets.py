@@ -395,6 +395,12 @@ class H5Dataset(torch.utils.data.Dataset):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"HDF5 data set not found: {self.path}")
+        if not h5py.is_hdf5(self.path):
+            raise ValueError(
+                f"{self.path} is not an HDF5 data set (the files of pinqi simulate, undersample "
+                "and import-ismrmrd); for image series (NIfTI, DICOM) use pinqi undersample or "
+                "pinqi fit --images"
+            )
         with h5py.File(self.path, "r") as f:
             missing = [k for k in REQUIRED_FIELDS if k not in f]
             if missing:

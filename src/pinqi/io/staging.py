@@ -28,14 +28,27 @@ def staged_folder(out: str | Path) -> Iterator[Path]:
         yield staging
         out.mkdir(exist_ok=True)
         for file in staging.iterdir():
+            if file.is_file():
+                os.chmod(file, _user_mode())
             os.replace(file, out / file.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _user_mode() -> int:
+    """The permissions a new file gets from the user's umask (0o666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def staged_file(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success, move it to ``path``."""
+    """Yield a temporary path beside ``path``; on success, move it to ``path``.
+
+    The result has the permissions of any file the user creates (the umask's), not those of
+    the private temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
@@ -43,6 +56,7 @@ def staged_file(path: str | Path) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        os.chmod(temporary, _user_mode())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from importlib import resources
 from pathlib import Path
 
@@ -56,8 +57,22 @@ def load_model(
     name = str(checkpoint)
     path = shipped_model_path(name) if name in SHIPPED_MODELS else Path(checkpoint)
     if not path.is_file():
+        if not path.suffix and len(path.parts) == 1:  # a name, not a path
+            raise FileNotFoundError(
+                f"no shipped model or file {name!r}; shipped models: "
+                f"{', '.join(SHIPPED_MODELS)}; or give the path of a checkpoint"
+            )
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: {first[:120]}); "
+            "give a .ckpt of pinqi train, a file of pinqi export or a shipped model name"
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is neither a pinqi Lightning checkpoint nor an exported model")
     if "hyper_parameters" in state:  # Lightning checkpoint
         config = ExperimentConfig.from_dict(state["hyper_parameters"]["config"])
         weights = {

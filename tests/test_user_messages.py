@@ -1,0 +1,53 @@
+"""Bad files and names, as users meet them: one line that says what is wrong (issue 19)."""
+
+import pytest
+import torch
+
+from pinqi.cli import main
+
+
+def run_reconstruct(tmp_path, checkpoint, data):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "reconstruct",
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "maps"),
+            ]
+        )
+    message = str(exit_info.value.code)
+    assert "\n" not in message and "Traceback" not in message
+    assert not (tmp_path / "maps").exists()
+    return message
+
+
+def test_a_corrupt_checkpoint_is_one_line(tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    message = run_reconstruct(tmp_path, corrupt, tmp_path / "data.h5")
+    assert "corrupt.pt is not a readable checkpoint" in message
+
+
+def test_a_file_of_other_content_is_no_model(tmp_path):
+    other = tmp_path / "list.pt"
+    torch.save([1, 2, 3], other)
+    message = run_reconstruct(tmp_path, other, tmp_path / "data.h5")
+    assert "neither a pinqi Lightning checkpoint nor an exported model" in message
+
+
+def test_an_unknown_model_name_lists_the_shipped_ones(tmp_path):
+    message = run_reconstruct(tmp_path, "defualt", tmp_path / "data.h5")
+    assert "no shipped model or file 'defualt'" in message
+    assert "default" in message.split("shipped models:")[1]
+
+
+def test_data_that_is_not_hdf5_is_named(tmp_path):
+    series = tmp_path / "series.nii.gz"
+    series.write_bytes(b"\x1f\x8b not really a nifti either")
+    message = run_reconstruct(tmp_path, "default", series)
+    assert "series.nii.gz is not an HDF5 data set" in message
+    assert "pinqi undersample" in message
