@@ -202,6 +202,7 @@ def _undersample(args: argparse.Namespace) -> None:
         tau=tuple(series.tau.tolist()),
         n_coils=args.coils,
         acceleration=args.acceleration,
+        signal_model=args.model,
     )
     height, width = images.shape[-2:]
     if (height, width) != (args.size, args.size):
@@ -668,6 +669,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     under.add_argument("--coils", type=int, default=8, help="number of simulated coils")
     under.add_argument("--size", type=int, default=96, help="image size of the model")
+    under.add_argument(
+        "--model",
+        choices=("saturation", "inversion", "inversion-ab"),
+        default="saturation",
+        help="signal model of the series, recorded in the file: reconstruct refuses a model "
+        "trained for another one",
+    )
     under.add_argument("--seed", type=int, default=0, help="seed of the coils and masks")
     under.add_argument("--out", type=Path, required=True, help="output FILE.h5")
     under.set_defaults(run=_undersample)

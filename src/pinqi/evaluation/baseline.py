@@ -77,16 +77,17 @@ def fit_flat_prior(
     """The baseline's pixel-wise fit of reconstructed images: parameters and convergence report.
 
     Fits ``model`` to ``images`` ``(batch, n_tau, H, W)`` pixel by pixel (newton, at most 100
-    iterations), weakly pulled (strength ``lambda_fit``) towards the flat prior M0 = the last
-    frame, R1 = 1 1/s. Shared by every "reconstruction + fit" method (CG-SENSE, BART pics), so
+    iterations), weakly pulled (strength ``lambda_fit``) towards the model's flat start
+    (:meth:`~pinqi.physics.SignalModel.initial_parameters`: M0 from the frame of the longest
+    delay, R1 = 1 1/s). Shared by every "reconstruction + fit" method (CG-SENSE, BART pics), so
     that they differ only in their images.
 
     Returns
     -------
     tuple
-        Parameter maps ``(batch, P, H, W)`` = [Re M0, Im M0, R1 in 1/s] on the device of
-        ``images``, and the fit's :class:`~pinqi.solvers.SolverInfo`.
+        Parameter maps ``(batch, P, H, W)`` of ``model`` (saturation recovery: [Re M0, Im M0,
+        R1 in 1/s]) on the device of ``images``, and the fit's
+        :class:`~pinqi.solvers.SolverInfo`.
     """
-    last = images[:, -1]
-    p_reg = torch.stack([last.real, last.imag, torch.ones_like(last.real)], dim=1)
+    p_reg = model.initial_parameters(images)
     return signal_fit(model, images, p_reg, lambda_fit, max_iter=100, return_info=True, warn=False)

@@ -157,12 +157,18 @@ def check_acquisition(
     allow_other_protocol: bool = False,
 ) -> None:
     """:func:`check_protocol` for delays ``tau`` (s), a signal model and an image shape."""
-    trained = model.signal_model.tau.reshape(-1).tolist()
-    delays = tau.reshape(-1).tolist()
+    trained = [round(t, 6) for t in model.signal_model.tau.reshape(-1).tolist()]
+    delays = [round(t, 6) for t in tau.reshape(-1).tolist()]
+    listed = ",".join(f"{t:g}" for t in delays)
+    train_hint = (
+        f"a model for this protocol: pinqi train --config configs/cpu.yaml --set "
+        f"'data.tau=[{listed}]' --set data.signal_model={data_signal}"
+    )
     if len(delays) != len(trained):
         raise ValueError(
-            f"{source} has {len(delays)} delays but the model was trained for "
-            f"{len(trained)}: {trained} s"
+            f"{source} holds {data_signal} data at {len(delays)} delays {delays} s, but the "
+            f"model was trained for {model_signal} at {len(trained)}: {trained} s; "
+            f"{train_hint}"
         )
     depth = 2 ** max(len(model.config.image_features), len(model.config.parameter_features))
     if any(n % depth for n in image_shape):
@@ -175,12 +181,9 @@ def check_acquisition(
         f"was trained for {model_signal} at {trained} s"
     )
     if not allow_other_protocol:
-        listed = ",".join(f"{t:g}" for t in delays)
         raise ValueError(
-            f"{difference}. A model for this protocol: pinqi train --config configs/cpu.yaml "
-            f"--set 'data.tau=[{listed}]' --set data.signal_model={data_signal}; "
-            "or run this one anyway with --allow-other-protocol (its learned prior then "
-            "belongs to another protocol)"
+            f"{difference}. A{train_hint[1:]}; or run this one anyway with "
+            "--allow-other-protocol (its learned prior then belongs to another protocol)"
         )
     warnings.warn(f"{difference}; going on as asked, with the data's delays", stacklevel=3)
 
