@@ -45,12 +45,18 @@ class CountReads:
 
     def __enter__(self) -> CountReads:
         self.counts: collections.Counter = collections.Counter()
+        self.depth = 0  # a read inside another (float -> item) counts once
         self.saved = {name: getattr(torch.Tensor, name) for name in HOST_READS}
         for name, method in self.saved.items():
 
             def counted(tensor, *args, _name=name, _method=method, **kwargs):
-                self.counts[_name] += 1
-                return _method(tensor, *args, **kwargs)
+                if self.depth == 0:
+                    self.counts[_name] += 1
+                self.depth += 1
+                try:
+                    return _method(tensor, *args, **kwargs)
+                finally:
+                    self.depth -= 1
 
             setattr(torch.Tensor, name, counted)
         return self

@@ -27,16 +27,25 @@ HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 
 
 class HostReads:
-    """Counts calls of :data:`HOST_READS` on tensors while active."""
+    """Counts calls of :data:`HOST_READS` on tensors while active.
+
+    A read made inside another (e.g. ``float`` delegating to ``item``) is not counted again.
+    """
 
     def __enter__(self) -> collections.Counter:
         self.counts = collections.Counter()
+        self.depth = 0
         self.saved = {name: getattr(torch.Tensor, name) for name in HOST_READS}
         for name, method in self.saved.items():
 
             def counted(tensor, *args, _name=name, _method=method, **kwargs):
-                self.counts[_name] += 1
-                return _method(tensor, *args, **kwargs)
+                if self.depth == 0:
+                    self.counts[_name] += 1
+                self.depth += 1
+                try:
+                    return _method(tensor, *args, **kwargs)
+                finally:
+                    self.depth -= 1
 
             setattr(torch.Tensor, name, counted)
         return self.counts

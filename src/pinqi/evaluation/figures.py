@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from pinqi.evaluation.learning_curve import PowerLaw
 from pinqi.physics import CartesianAcquisition
 
 
-def _pyplot():
+def pyplot():
+    """Matplotlib's pyplot on the non-interactive Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,7 +27,7 @@ def _show(fig, ax, image: torch.Tensor, title: str, cmap: str, limits, aspect=No
     fig.colorbar(shown, ax=ax, fraction=0.046)
 
 
-def _save(plt, fig, path: str | Path, dpi: int = 90) -> Path:
+def save_png(plt, fig, path: str | Path, dpi: int = 90) -> Path:
     """Write the figure as PNG and close it."""
     fig.tight_layout()
     path = Path(path)
@@ -49,7 +49,7 @@ def plot_sample(sample: dict[str, torch.Tensor], path: str | Path, n_frames: int
     n_frames
         Number of undersampled images shown (the first, middle and last delay for 3).
     """
-    plt = _pyplot()
+    plt = pyplot()
     params, brain = sample["params"], sample["brain_mask"]
     m0 = torch.complex(params[0], params[1])
     t1 = torch.where(m0.abs() > 0.05, 1 / params[-1].clamp(min=1e-3), 0)
@@ -84,7 +84,7 @@ def plot_sample(sample: dict[str, torch.Tensor], path: str | Path, n_frames: int
             _show(fig, ax, image, title, cmap, limits, aspect)
     sigma = float(sample["noise_sigma"])
     fig.suptitle(f"simulated sample: noise sigma = {sigma:.4f}, subject {int(sample['subject'])}")
-    return _save(plt, fig, path)
+    return save_png(plt, fig, path)
 
 
 def plot_maps(
@@ -106,7 +106,7 @@ def plot_maps(
     """
     from pinqi.metrics import t1_from_r1
 
-    plt = _pyplot()
+    plt = pyplot()
     columns = {"ground truth": truth, **predictions}
     fig, axes = plt.subplots(4, len(columns), figsize=(3.2 * len(columns), 12.4), squeeze=False)
     true_m0 = torch.complex(truth[0], truth[1]).abs()
@@ -126,12 +126,12 @@ def plot_maps(
             if name == "ground truth" and "error" in title:
                 continue
             _show(fig, ax, image, title, cmap, limits)
-    return _save(plt, fig, path)
+    return save_png(plt, fig, path)
 
 
 def plot_distributions(path: str | Path, rows: list[dict]) -> Path:
     """Per-sample T1 nRMSE and MAE of every method with their means, like the paper's Fig. 5."""
-    plt = _pyplot()
+    plt = pyplot()
     methods = list(dict.fromkeys(r["method"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(4 + 1.5 * len(methods), 4))
     for ax, (key, label) in zip(
@@ -148,14 +148,14 @@ def plot_distributions(path: str | Path, rows: list[dict]) -> Path:
             )
         ax.set_xticks(range(1, len(methods) + 1), methods, fontsize=8, rotation=30, ha="right")
         ax.set_title(label)
-    return _save(plt, fig, path)
+    return save_png(plt, fig, path)
 
 
 def plot_parameter_maps(path: str | Path, params: torch.Tensor) -> Path:
     """|M0|, phase and T1 of one reconstruction ``(3, H, W)``."""
     from pinqi.metrics import t1_from_r1
 
-    plt = _pyplot()
+    plt = pyplot()
     m0 = torch.complex(params[0], params[1])
     panels = [
         ("|M0| [a.u.]", m0.abs(), "gray", None),
@@ -165,7 +165,7 @@ def plot_parameter_maps(path: str | Path, params: torch.Tensor) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.3))
     for ax, (title, image, cmap, limits) in zip(axes, panels, strict=True):
         _show(fig, ax, image, title, cmap, limits)
-    return _save(plt, fig, path)
+    return save_png(plt, fig, path)
 
 
 def plot_training_curve(
@@ -184,7 +184,7 @@ def plot_training_curve(
     """
     import csv
 
-    plt = _pyplot()
+    plt = pyplot()
     rows = list(csv.DictReader(open(metrics_csv)))
     train = [(int(r["step"]), float(r["train_loss"])) for r in rows if r.get("train_loss")]
     val = [(int(r["step"]), float(r["val_t1_nrmse"])) for r in rows if r.get("val_t1_nrmse")]
@@ -208,50 +208,4 @@ def plot_training_curve(
     ax_val.set_xlabel("step")
     ax_val.set_title("validation T1 nRMSE (brain mask)")
     ax_val.legend(fontsize=8)
-    return _save(plt, fig, path)
-
-
-def plot_learning_curve(
-    curves: dict[str, tuple[list[int], list[float]]],
-    trends: dict[str, PowerLaw],
-    path: str | Path,
-    horizon: float,
-    references: dict[str, float] | None = None,
-) -> Path:
-    """Validation curves (log-log) with their fitted trends drawn out to ``horizon`` samples.
-
-    Parameters
-    ----------
-    curves
-        Label -> (samples, errors).
-    trends
-        Label -> fitted trend (drawn dashed in the curve's colour).
-    path
-        Output PNG.
-    horizon
-        Largest number of samples the trends are drawn to.
-    references
-        Label -> a fixed error drawn as a horizontal line (e.g. BART pics + fit).
-    """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for label, (samples, errors) in curves.items():
-        (line,) = ax.loglog(samples, errors, marker="o", markersize=3, label=label)
-        if label in trends:
-            trend = trends[label]
-            start = min(samples)
-            grid = [start * (horizon / start) ** (i / 50) for i in range(51)]
-            ax.loglog(
-                grid,
-                [trend(s) for s in grid],
-                linestyle="--",
-                color=line.get_color(),
-                label=f"{label}: trend ~ samples^-{trend.exponent:.2f}",
-            )
-    for label, value in (references or {}).items():
-        ax.axhline(value, color="gray", linestyle=":", label=label)
-    ax.set_xlabel("training samples")
-    ax.set_ylabel("validation error")
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
-    return _save(plt, fig, path)
+    return save_png(plt, fig, path)

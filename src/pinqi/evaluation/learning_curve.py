@@ -76,7 +76,7 @@ def learning_curve(
 
     Writes ``learning_curve.csv`` (one row per run, column and validation: ``run, column,
     samples, value``) and ``learning_curve.png`` (the first column,
-    :func:`~pinqi.evaluation.figures.plot_learning_curve`) into ``out``.
+    :func:`plot_learning_curve`) into ``out``.
 
     Parameters
     ----------
@@ -98,7 +98,6 @@ def learning_curve(
         the trend entries are NaN where fewer than 2 validations qualify.
     """
     from pinqi.config import ExperimentConfig
-    from pinqi.evaluation.figures import plot_learning_curve
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,3 +143,51 @@ def learning_curve(
     horizon = 10 * max(row["samples"] for row in summary)
     plot_learning_curve(curves, trends, out / "learning_curve.png", horizon)
     return summary
+
+
+def plot_learning_curve(
+    curves: dict[str, tuple[list[int], list[float]]],
+    trends: dict[str, PowerLaw],
+    path: str | Path,
+    horizon: float,
+    references: dict[str, float] | None = None,
+) -> Path:
+    """Validation curves (log-log) with their fitted trends drawn out to ``horizon`` samples.
+
+    Parameters
+    ----------
+    curves
+        Label -> (samples, errors).
+    trends
+        Label -> fitted trend (drawn dashed in the curve's colour).
+    path
+        Output PNG.
+    horizon
+        Largest number of samples the trends are drawn to.
+    references
+        Label -> a fixed error drawn as a horizontal line (e.g. BART pics + fit).
+    """
+    from pinqi.evaluation.figures import pyplot, save_png
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label, (samples, errors) in curves.items():
+        (line,) = ax.loglog(samples, errors, marker="o", markersize=3, label=label)
+        if label in trends:
+            trend = trends[label]
+            start = min(samples)
+            grid = [start * (horizon / start) ** (i / 50) for i in range(51)]
+            ax.loglog(
+                grid,
+                [trend(s) for s in grid],
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{label}: trend ~ samples^-{trend.exponent:.2f}",
+            )
+    for label, value in (references or {}).items():
+        ax.axhline(value, color="gray", linestyle=":", label=label)
+    ax.set_xlabel("training samples")
+    ax.set_ylabel("validation error")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return save_png(plt, fig, path)
