@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -301,6 +302,8 @@ def _fit_images(args: argparse.Namespace) -> None:
             f"{int(result.at_bound.sum())} voxels with T1 on a bound of the fit (at_bound.nii.gz), "
             f"{result.unconverged} not converged"
         )
+    for problem in result.problems:
+        print(f"warning: {problem}", file=sys.stderr)
     print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
 
 

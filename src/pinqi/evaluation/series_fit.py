@@ -10,7 +10,7 @@ data have no null and are fitted as real data with the complex model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from pinqi.evaluation.fit import fit_images
 from pinqi.evaluation.magnitude import fit_magnitude_recovery
+from pinqi.evaluation.signal_check import bound_share_problem, signal_model_problems
 from pinqi.io.series import ImageSeries
 from pinqi.io.staging import staged_folder
 from pinqi.metrics import t1_from_r1
@@ -76,6 +77,10 @@ class SeriesMaps:
     unconverged
         Voxels whose complex fit did not reach its tolerance (0 for the magnitude fits, which
         search T on a grid).
+    problems
+        Where the series does not look like the model, one sentence each
+        (:func:`~pinqi.evaluation.signal_check.signal_model_problems`, a share of voxels on a
+        bound above a few percent); empty if none.
     """
 
     maps: dict[str, np.ndarray]
@@ -83,6 +88,7 @@ class SeriesMaps:
     at_bound: np.ndarray
     method: str
     unconverged: int = 0
+    problems: list[str] = field(default_factory=list)
 
 
 def auto_mask(series: ImageSeries) -> np.ndarray:
@@ -153,7 +159,11 @@ def fit_series(
         maps[name] = full
     bound = np.zeros(series.grid, dtype=bool)
     bound[mask] = at_bound
-    return SeriesMaps(maps, mask, bound, method, unconverged)
+    problems = signal_model_problems(series.tau, voxels, model_name)
+    on_bound = bound_share_problem(np.asarray(at_bound))
+    if on_bound:
+        problems.append(on_bound)
+    return SeriesMaps(maps, mask, bound, method, unconverged, problems)
 
 
 def _chunks(n: int, progress: bool, what: str) -> tqdm:
