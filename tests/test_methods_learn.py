@@ -8,29 +8,15 @@ import warnings
 import pytest
 import torch
 
-from pinqi.config import OptimConfig
 from pinqi.data.datasets import SimulatedDataset
 from pinqi.data.simulation import SimulationConfig
 from pinqi.nets.method_config import MethodConfig
 from pinqi.nets.methods import build_network
-from pinqi.nets.pinqi import PINQIConfig
 from pinqi.training.module import optimizer_groups
 from pinqi.training.objectives import training_loss
 
 from conftest import nrmse
-
-TAU = (0.5, 1.0, 1.5, 2.0, 8.0)
-SMALL_MODEL = PINQIConfig(
-    iterations=2,
-    image_features=(8, 16),
-    parameter_features=(8, 16),
-    image_norm_groups=4,
-    parameter_norm_groups=4,
-    cg_iterations=3,
-    fit_iterations=3,
-)
-SMALL_METHOD = {"features": (8, 16), "norm_groups": 4, "iterations": 2, "hidden": 8, "layers": 3}
-OPTIM = OptimConfig()
+from test_nets_methods import OPTIM, SMALL_METHOD, SMALL_MODEL, TAU
 
 
 @pytest.fixture(scope="module")

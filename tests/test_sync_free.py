@@ -2,7 +2,9 @@
 solvers with early exits and compaction."""
 
 import collections
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,41 +20,19 @@ from pinqi.solvers.signal_fit import solve_signal_fit
 from pinqi.training.losses import pinqi_loss
 
 from conftest import TAU
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _step_worker import CountReads
 from test_nets import TINY, tiny_problem
 from test_solvers_data_consistency import problem
 from test_solvers_signal_fit import fit_problem
 
-#: Tensor methods that copy a value to the host (a synchronisation on accelerators).
-HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 
-
-class HostReads:
-    """Counts calls of :data:`HOST_READS` on tensors while active.
-
-    A read made inside another (e.g. ``float`` delegating to ``item``) is not counted again.
-    """
+class HostReads(CountReads):
+    """The benchmark's counter of host reads (``benchmarks/_step_worker.py``), as a Counter."""
 
     def __enter__(self) -> collections.Counter:
-        self.counts = collections.Counter()
-        self.depth = 0
-        self.saved = {name: getattr(torch.Tensor, name) for name in HOST_READS}
-        for name, method in self.saved.items():
-
-            def counted(tensor, *args, _name=name, _method=method, **kwargs):
-                if self.depth == 0:
-                    self.counts[_name] += 1
-                self.depth += 1
-                try:
-                    return _method(tensor, *args, **kwargs)
-                finally:
-                    self.depth -= 1
-
-            setattr(torch.Tensor, name, counted)
-        return self.counts
-
-    def __exit__(self, *exc) -> None:
-        for name, method in self.saved.items():
-            setattr(torch.Tensor, name, method)
+        return super().__enter__().counts
 
 
 def test_the_counter_sees_reads():
