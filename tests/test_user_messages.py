@@ -51,3 +51,32 @@ def test_data_that_is_not_hdf5_is_named(tmp_path):
     message = run_reconstruct(tmp_path, "default", series)
     assert "series.nii.gz is not an HDF5 data set" in message
     assert "pinqi undersample" in message
+
+
+def test_a_delay_list_starting_with_a_minus_reaches_the_delay_check(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--images",
+                str(tmp_path / "none.nii.gz"),
+                "--tau",
+                "-0.1,0.5",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+    # the value was taken (argparse would stop with "expected one argument" otherwise)
+    assert "image series not found" in str(exit_info.value.code)
+
+
+def test_help_of_every_command_names_its_inputs(capsys):
+    for command, expected in [
+        ("export", "model card"),
+        ("info", "learnable weights"),
+        ("evaluate", "pinqi undersample or pinqi import-ismrmrd"),
+        ("undersample", "4D (x, y, z = 1, delay)"),
+    ]:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert expected in " ".join(capsys.readouterr().out.split()), command

@@ -375,7 +375,12 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         default="default",
         help="a checkpoint of pinqi train, an exported model, or 'default' (the shipped model)",
     )
-    parser.add_argument("--data", type=Path, required=True, help="HDF5 file of pinqi simulate")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="HDF5 data file written by pinqi simulate, pinqi undersample or pinqi import-ismrmrd",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=4, help="slices reconstructed together")
     parser.add_argument(
@@ -633,7 +638,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(run=_compare)
 
     export = commands.add_parser(
-        "export", help="write a compact model file with a model card from a checkpoint"
+        "export",
+        help="write a compact model file with a model card from a checkpoint",
+        description="Write the network's weights and configuration as one file that pinqi "
+        "reconstruct --checkpoint and the Python API load, with a model card (data, config, "
+        "seed, steps, commit, last validation metrics) and the residual check's limit "
+        "calibrated on validation slices of the model's training distribution.",
     )
     export.add_argument("--checkpoint", type=Path, required=True, help="Lightning checkpoint")
     export.add_argument("--out", type=Path, required=True, help="output .pt file")
@@ -660,7 +670,11 @@ def build_parser() -> argparse.ArgumentParser:
         "= 1).",
     )
     under.add_argument(
-        "--images", type=Path, required=True, help="image series: 3D NIfTI or DICOM folder"
+        "--images",
+        type=Path,
+        required=True,
+        help="image series: a NIfTI file, 3D (x, y, delay) or 4D (x, y, z = 1, delay), or a "
+        "DICOM folder (complex as magnitude/phase or real/imaginary pairs)",
     )
     under.add_argument(
         "--tau",
@@ -741,7 +755,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = fit.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="image series: NIfTI file or DICOM folder")
-    source.add_argument("--data", type=Path, help="HDF5 file in the pinqi simulate layout")
+    source.add_argument(
+        "--data",
+        type=Path,
+        help="HDF5 data file written by pinqi simulate, pinqi undersample or pinqi "
+        "import-ismrmrd (k-space: fitted after a CG-SENSE reconstruction)",
+    )
     fit.add_argument(
         "--model",
         choices=("saturation", "inversion", "inversion-ab", "look-locker"),
@@ -779,7 +798,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     roi.set_defaults(run=_roi)
 
-    info = commands.add_parser("info", help="print the model's subnetworks and parameter counts")
+    info = commands.add_parser(
+        "info",
+        help="print the model's subnetworks and parameter counts",
+        description="Build the network of a preset (with its --set overrides) and print its "
+        "subnetworks, their learnable weights and the strengths, without training.",
+    )
     info.add_argument("--config", type=Path, required=True, help="YAML preset")
     info.add_argument(
         "--set",
@@ -791,9 +815,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _joined_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--tau -0.1,0.5`` as ``--tau=-0.1,0.5``.
+
+    argparse takes a value that starts with ``-`` for an option only in the ``=`` form.
+    """
+    out: list[str] = []
+    for item in argv:
+        if out and out[-1] == "--tau" and item[:1] == "-" and item[1:2].isdigit():
+            out[-1] = f"--tau={item}"
+        else:
+            out.append(item)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``pinqi`` command line."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(
+        _joined_negative_values(sys.argv[1:] if argv is None else argv)
+    )
     try:
         args.run(args)
     except (FileNotFoundError, ValueError) as error:  # bad input, said in one line
