@@ -20,6 +20,9 @@ from pinqi.solvers import SolverInfo, conjugate_gradient
 from pinqi.solvers.data_consistency import solve_data_consistency
 from pinqi.solvers.signal_fit import Solver, solve_signal_fit
 
+#: How the layers may synchronise with the host (:attr:`PINQIConfig.sync_free`).
+SyncFree = Literal["auto", "always", "never"]
+
 #: softplus sharpness of the positive regularisation strengths (paper: beta = 5).
 LAMBDA_BETA = 5.0
 
@@ -236,7 +239,7 @@ class PINQIConfig:
     parameter_init: tuple[float, ...] | None = None
     parameter_scale: tuple[float, ...] | None = None
     unet_precision: UNetPrecision = "auto"
-    sync_free: Literal["auto", "always", "never"] = "auto"
+    sync_free: SyncFree = "auto"
     checkpoint_unets: bool = False
     compile_unets: bool = False
     use_image_regulariser: bool = True
@@ -246,9 +249,9 @@ class PINQIConfig:
 
     def __post_init__(self) -> None:
         check_unet_precision(self.unet_precision)
-        if self.sync_free not in ("auto", "always", "never"):
+        if self.sync_free not in get_args(SyncFree):
             raise ValueError(
-                f"sync_free must be 'auto', 'always' or 'never', got {self.sync_free!r}"
+                f"sync_free must be one of {get_args(SyncFree)}, got {self.sync_free!r}"
             )
         if self.fit_solver not in get_args(Solver):
             raise ValueError(
