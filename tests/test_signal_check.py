@@ -5,6 +5,7 @@ import pytest
 
 from pinqi.cli import main
 from pinqi.evaluation.signal_check import bound_share_problem, signal_model_problems
+
 from test_fit_series import TAU_SR, TI, inversion_magnitude, saturation_series, save, t1_grid
 
 T1 = t1_grid((6, 5), 0.4, 2.5)
