@@ -71,3 +71,11 @@ def test_cli_fits_after_the_pretraining_and_predicts(tmp_path, capsys):
 def test_cli_names_a_folder_without_a_log(tmp_path):
     with pytest.raises(SystemExit, match=r"no logs/metrics\.csv"):
         main(["learning-curve", "--run", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+def test_a_signed_column_is_listed_without_a_trend(tmp_path, capsys):
+    write_run(tmp_path / "run", [(39, -0.5), (79, -0.4), (159, -0.3)])
+    out = tmp_path / "curve"
+    main(["learning-curve", "--run", str(tmp_path / "run"), "--out", str(out)])
+    assert "trend ~ samples^-nan" in capsys.readouterr().out
+

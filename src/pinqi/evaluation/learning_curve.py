@@ -95,7 +95,8 @@ def learning_curve(
     list of dict
         Per run and column: ``run, column, samples`` (the last validation's), ``value`` (its
         error), ``exponent``, ``at_2x`` and ``at_10x`` (the trend at 2x and 10x ``samples``);
-        the trend entries are NaN where fewer than 2 validations qualify.
+        the trend entries are NaN where fewer than 2 validations qualify or a value is not
+        positive (e.g. a signed bias).
     """
     from pinqi.config import ExperimentConfig
 
@@ -119,7 +120,9 @@ def learning_curve(
                 for s, v in zip(samples, values, strict=True)
             ]
             kept = [(s, v) for s, v in zip(samples, values, strict=True) if s > start]
-            trend = fit_power_law(*map(list, zip(*kept, strict=True))) if len(kept) >= 2 else None
+            # a power law needs positive errors (a signed bias has no such trend)
+            positive = len(kept) >= 2 and min(v for _, v in kept) > 0
+            trend = fit_power_law(*map(list, zip(*kept, strict=True))) if positive else None
             last = samples[-1]
             summary.append(
                 {
