@@ -25,11 +25,13 @@ COLUMNS = [
 
 
 def curve(run: Path) -> list[tuple[int, float]]:
+    """(steps done, validation T1 nRMSE) of a pilot's training log."""
     rows = list(csv.DictReader(open(run / "logs" / "metrics.csv")))
     return [(int(r["step"]) + 1, float(r["val_t1_nrmse"])) for r in rows if r.get("val_t1_nrmse")]
 
 
 def means(path: Path, method: str) -> dict[str, float]:
+    """Mean of every column of COLUMNS over the rows of ``method`` (NaN rows left out)."""
     rows = [r for r in csv.DictReader(open(path)) if r["method"] == method]
     out = {}
     for c in COLUMNS:
@@ -39,6 +41,7 @@ def means(path: Path, method: str) -> dict[str, float]:
 
 
 def main(root: Path) -> None:
+    """Print both tables for the pilots under ``root``."""
     pilots = sorted(p.name for p in root.iterdir() if (p / "logs" / "metrics.csv").is_file())
     print("| pilot | validation T1 nRMSE (16 slices) at steps |")
     print("|---|---|")
