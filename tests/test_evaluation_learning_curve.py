@@ -78,4 +78,3 @@ def test_a_signed_column_is_listed_without_a_trend(tmp_path, capsys):
     out = tmp_path / "curve"
     main(["learning-curve", "--run", str(tmp_path / "run"), "--out", str(out)])
     assert "trend ~ samples^-nan" in capsys.readouterr().out
-
