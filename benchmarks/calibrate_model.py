@@ -4,12 +4,15 @@
 the shipped ``pinqi-cpu.pt``) up to date without retraining:
 
     python benchmarks/calibrate_model.py src/pinqi/weights/pinqi-cpu.pt
+    python benchmarks/calibrate_model.py src/pinqi/weights/pinqi-gpu-brainweb.pt \
+        --brainweb ../shared/data/brainweb   # where this machine keeps BrainWeb
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,12 +24,15 @@ from pinqi.training.checkpoints import load_model, package_commit
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="exported model file (.pt)")
-    parser.add_argument("--samples", type=int, default=32, help="validation slices")
+    parser.add_argument("--samples", type=int, default=64, help="validation slices")
+    parser.add_argument("--brainweb", help="BrainWeb folder, if not the model's own")
     args = parser.parse_args()
     state = torch.load(args.model, map_location="cpu", weights_only=False)
     if "card" not in state:
         raise SystemExit(f"{args.model} is not an exported model (no card)")
     model, config = load_model(args.model)
+    if args.brainweb:
+        config = replace(config, data=replace(config.data, brainweb_dir=args.brainweb))
     check = calibrate_residual_check(model, config, args.samples)
     check["commit"] = package_commit() or "unknown"
     state["card"]["residual_check"] = check

@@ -2,19 +2,26 @@
 
 import warnings
 
+import h5py
 import pytest
 import torch
 import yaml
 
 from pinqi.cli import main
 from pinqi.config import ExperimentConfig
-from pinqi.evaluation.calibration import MARGIN, calibrate_residual_check
+from pinqi.evaluation.calibration import (
+    calibrate_residual_check,
+    conformal_limit,
+    residual_check_from_ratios,
+)
 from pinqi.evaluation.consistency import (
     RESIDUAL_RATIO_LIMIT,
     OutOfDistributionWarning,
+    ResidualCheck,
+    load_residual_check,
     residual_ratio_limit,
 )
-from pinqi.training.checkpoints import default_model_path, load_model
+from pinqi.training.checkpoints import default_model_path, load_model, shipped_model_path
 from pinqi.training.run import train
 
 TINY = {
@@ -48,8 +55,11 @@ def test_export_stores_the_calibrated_limit(tmp_path):
     main(["export", "--checkpoint", str(last), "--out", str(out), "--calibration-samples", "3"])
     check = torch.load(out, weights_only=False)["card"]["residual_check"]
     assert check["n_samples"] == 3 and check["median"] <= check["max"]
-    assert check["limit"] == pytest.approx(max(1.0, MARGIN * check["max"]))
+    # 3 slices: one noise band, and too few for the rank, so the largest ratio (at least 1)
+    assert check["limits"] == [pytest.approx(max(1.0, check["max"]))]
+    assert check["noise_edges"] == [] and check["false_alarm"] == 0.05
     assert residual_ratio_limit(out) == pytest.approx(check["limit"])
+    assert load_residual_check(out).limits == pytest.approx(tuple(check["limits"]))
     # the same numbers from Python: the validation slices are fixed by the config's seed
     model, config = load_model(out)
     again = calibrate_residual_check(model, config, 3, progress=False)
@@ -70,11 +80,55 @@ def test_reconstruct_warns_against_the_models_own_limit(tmp_path, limit, warned)
     ours = [w for w in caught if issubclass(w.category, OutOfDistributionWarning)]
     assert bool(ours) == warned
     if warned:
-        assert f"> {limit:g}" in str(ours[0].message)
+        assert f"limit is {limit:.2f}" in str(ours[0].message)
+        assert "\n" not in str(ours[0].message)
+    with h5py.File(tmp_path / "r" / "params.h5") as f:
+        assert bool(f["out_of_distribution"][0]) == warned
+        assert f["residual_limit"][0] == pytest.approx(limit)
+        assert f["residual_excess"].shape == (1, 96, 96)
+        assert 0 < f["noise_sigma_estimate"][0] < 0.1
+    summary = (tmp_path / "r" / "summary.md").read_text()
+    assert ("**yes**" in summary) == warned
 
 
-def test_the_shipped_model_is_calibrated():
-    card = yaml.safe_load(default_model_path().with_suffix(".json").read_text())
-    check = card["residual_check"]
-    assert check["limit"] == pytest.approx(max(1.0, MARGIN * check["max"]))
-    assert residual_ratio_limit("default") == pytest.approx(check["limit"])
+@pytest.mark.parametrize("name", ["default", "cpu-brainweb", "cpu-phantom"])
+def test_the_shipped_models_are_calibrated_per_noise_band(name):
+    path = shipped_model_path(name)
+    check = yaml.safe_load(path.with_suffix(".json").read_text())["residual_check"]
+    assert check["false_alarm"] == 0.05 and check["n_samples"] >= 64
+    assert len(check["limits"]) == len(check["noise_edges"]) + 1 >= 2
+    assert check["limit"] == pytest.approx(max(check["limits"]))
+    assert load_residual_check(name).limits == pytest.approx(tuple(check["limits"]))
+
+
+def test_conformal_limit_is_the_rank_for_the_false_alarm_rate():
+    values = torch.arange(1.0, 100.0).flip(0)  # 99 values, order does not matter
+    assert conformal_limit(values, 0.05) == 95.0  # ceil(100 * 0.95) = 95th smallest
+    assert conformal_limit(values[:10], 0.05) == 99.0  # too few: the largest
+    with pytest.raises(ValueError, match="false_alarm"):
+        conformal_limit(values, 1.5)
+
+
+def test_calibrated_limits_keep_the_false_alarm_rate():
+    """Calibrated on 64 draws, fresh draws of the same distribution exceed it <= 5 %."""
+    g = torch.Generator().manual_seed(0)
+    exceed = []
+    for _ in range(400):
+        noise = torch.rand(64, generator=g) * 0.04
+        ratio = 1 + torch.rand(64, generator=g) * (0.5 - 10 * noise)  # spreads at low noise
+        check = residual_check_from_ratios(ratio, noise)
+        fresh_noise = torch.rand(64, generator=g) * 0.04
+        fresh = 1 + torch.rand(64, generator=g) * (0.5 - 10 * fresh_noise)
+        exceed.append(float((fresh.double() > check.limit(fresh_noise)).double().mean()))
+    assert len(check.limits) == 2 and check.limits[0] > check.limits[1]
+    assert sum(exceed) / len(exceed) <= 0.05 + 0.01
+
+
+def test_residual_check_bands_and_older_cards():
+    check = ResidualCheck((1.4, 1.1), (0.02,), 0.05)
+    limit = check.limit(torch.tensor([0.001, 0.0199, 0.03]))
+    assert limit.tolist() == [1.4, 1.4, 1.1]
+    assert ResidualCheck.from_card({"limit": 1.28}).limits == (1.28,)
+    assert ResidualCheck.from_card({}).limits == (RESIDUAL_RATIO_LIMIT,)
+    with pytest.raises(ValueError, match="one limit more"):
+        ResidualCheck((1.0,), (0.1,))

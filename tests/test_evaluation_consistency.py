@@ -10,6 +10,8 @@ from pinqi.data.simulation import SimulationConfig
 from pinqi.evaluation.consistency import (
     OutOfDistributionWarning,
     check_consistency,
+    estimate_noise_sigma,
+    excess_residual_map,
     kspace_residual,
     warn_if_inconsistent,
 )
@@ -54,10 +56,40 @@ def test_wrong_maps_explain_the_data_worse_than_the_fit():
 
 def test_warning_names_the_slices():
     with pytest.warns(
-        OutOfDistributionWarning, match=r"at 2 of 3 slice\(s\) \[0, 2\].*up to 4\.00"
-    ):
+        OutOfDistributionWarning, match=r"at 2 of 3 slices \(0, 2; residual ratio up to 4\.00"
+    ) as caught:
         bad = warn_if_inconsistent(torch.tensor([4.0, 1.1, 2.0]))
     assert bad == [0, 2]
+    assert "\n" not in str(caught[0].message) and "limit is 1.50" in str(caught[0].message)
+    # one limit per slice (per noise level): the second slice is under its own limit
+    with pytest.warns(OutOfDistributionWarning, match=r"at 1 of 2 slices \(0;"):
+        assert warn_if_inconsistent(torch.tensor([1.3, 1.3]), torch.tensor([1.2, 1.4])) == [0]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert warn_if_inconsistent(torch.tensor([1.0, 1.2])) == []
+
+
+@pytest.mark.parametrize("sigma", [0.001, 0.02])
+def test_noise_estimate_of_pure_noise(sigma):
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(2, 5, 4, 64, 64, dtype=torch.complex64, generator=g) * 2**0.5 * sigma
+    mask = (torch.rand(2, 5, 1, 64, generator=g) < 0.3).float()
+    estimate = estimate_noise_sigma(noise * mask.unsqueeze(2), mask)
+    torch.testing.assert_close(estimate, torch.full((2,), sigma), rtol=0.05, atol=0)
+
+
+def test_noise_estimate_of_simulated_data():
+    """Close where the noise dominates the corners; an upper bound at high SNR."""
+    for sigma, tolerance in ((0.1, 0.15), (0.001, None)):  # 32 x 32: much signal in corners
+        data = batch(sigma)
+        estimate = estimate_noise_sigma(data["kspace"], data["mask"])
+        assert bool((estimate >= 0.9 * sigma).all())
+        if tolerance is not None:
+            torch.testing.assert_close(estimate, torch.full((2,), sigma), rtol=tolerance, atol=0)
+
+
+def test_excess_map_is_zero_for_equal_residuals_and_one_for_twice_the_power():
+    fit = torch.rand(2, 16, 16) + 0.5
+    torch.testing.assert_close(excess_residual_map(fit, fit), torch.zeros(2, 16, 16))
+    doubled = excess_residual_map(fit * 2**0.5, fit)
+    torch.testing.assert_close(doubled, torch.ones(2, 16, 16))

@@ -1,10 +1,22 @@
 """The wrong signal model or delay order is caught before a fit (issue 19, part 3)."""
 
+import json
+
+import h5py
 import numpy as np
 import pytest
+import torch
 
 from pinqi.cli import main
-from pinqi.evaluation.signal_check import bound_share_problem, signal_model_problems
+from pinqi.data.datasets import H5Dataset, SimulatedDataset
+from pinqi.data.simulation import SimulationConfig
+from pinqi.evaluation.evaluate import warn_about_signal
+from pinqi.evaluation.signal_check import (
+    SignalModelWarning,
+    bound_share_problem,
+    kspace_signal_problems,
+    signal_model_problems,
+)
 
 from test_fit_series import TAU_SR, TI, inversion_magnitude, saturation_series, save, t1_grid
 
@@ -81,3 +93,42 @@ def test_cli_fit_names_delays_in_reversed_order(tmp_path, capsys, delays):
     err = capsys.readouterr().err
     # pinqi's reader orders the images by their delays: the signal then falls with the delay
     assert "not in ascending order" in err or "reversed order" in err
+
+
+def kspace_batch(signal_model, tau, n=2):
+    config = SimulationConfig(size=32, tau=tau, signal_model=signal_model, n_coils=4)
+    dataset = SimulatedDataset(config, "val", n, seed=5)
+    samples = [dataset[i] for i in range(n)]
+    return [torch.stack([s[k] for s in samples]) for k in ("kspace", "coil_maps", "mask")]
+
+
+def test_kspace_of_an_inversion_series_is_caught_before_a_saturation_reconstruction():
+    ti = (0.1, 0.3, 0.6, 1.2, 3.0)
+    inputs = kspace_batch("inversion", ti)
+    problems = kspace_signal_problems(*inputs, torch.tensor(ti), "saturation")
+    assert len(problems) == 1 and "null near" in problems[0]
+    assert kspace_signal_problems(*inputs, torch.tensor(ti), "inversion") == []
+
+
+def test_kspace_with_the_delays_reversed_is_caught():
+    tau = (0.5, 1.0, 1.5, 2.0, 8.0)
+    kspace, coil_maps, mask = kspace_batch("saturation", tau)
+    assert kspace_signal_problems(kspace, coil_maps, mask, torch.tensor(tau), "saturation") == []
+    flipped = kspace_signal_problems(
+        kspace.flip(1), coil_maps, mask.flip(1), torch.tensor(tau), "saturation"
+    )
+    assert len(flipped) == 1 and "reversed order" in flipped[0]
+
+
+def test_reconstruct_and_fit_warn_about_an_inversion_file_recorded_as_saturation(tmp_path):
+    ti = "0.1,0.3,0.6,1.2,3"
+    main(["simulate", "--out", str(tmp_path / "ir.h5"), "--n-samples", "1", "--size", "32",
+          "--seed", "1", "--quiet", "--set", f"tau=[{ti}]", "--set",
+          "signal_model=inversion"])  # fmt: skip
+    with h5py.File(tmp_path / "ir.h5", "a") as f:  # a user's file with the wrong model
+        config = json.loads(f.attrs["config"])
+        f.attrs["config"] = json.dumps({**config, "signal_model": "saturation"})
+    with pytest.warns(SignalModelWarning, match="ir.h5: the signal dips to a null"):
+        main(["fit", "--data", str(tmp_path / "ir.h5"), "--out", str(tmp_path / "fit")])
+    with pytest.warns(SignalModelWarning, match="null near"):
+        warn_about_signal(H5Dataset(tmp_path / "ir.h5"))

@@ -17,14 +17,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pinqi.evaluation.adaptation import AdaptConfig, adapt_to_slice
 from pinqi.evaluation.consistency import (
     check_consistency,
+    estimate_noise_sigma,
+    load_residual_check,
+    residual_map,
     residual_ratio,
-    residual_ratio_limit,
     warn_if_inconsistent,
 )
 from pinqi.evaluation.evaluate import check_acquisition, resolve_device
 from pinqi.metrics import t1_from_r1
+from pinqi.physics import CartesianAcquisition
 from pinqi.training.checkpoints import DEFAULT_MODEL, load_model
 
 
@@ -38,6 +42,7 @@ def reconstruct_maps(
     device: str | torch.device = "cpu",
     allow_other_protocol: bool = False,
     check: bool = True,
+    adapt: AdaptConfig | None = None,
 ) -> dict[str, torch.Tensor]:
     """PINQI's parameter maps of undersampled k-space, with the checks of ``pinqi reconstruct``.
 
@@ -63,14 +68,23 @@ def reconstruct_maps(
         Also run the data-residual check against CG-SENSE + fit
         (:mod:`pinqi.evaluation.consistency`), warn about inconsistent slices and return the
         residuals.
+    adapt
+        With ``check``: reconstruct every flagged slice with a copy of the network fine-tuned
+        on that slice's k-space (:func:`~pinqi.evaluation.adaptation.adapt_to_slice` with
+        these settings, e.g. ``AdaptConfig()``); the result then also holds ``adapt_steps``
+        ``(batch,)`` (0 for slices left as they were).
 
     Returns
     -------
     dict
         ``params`` ``(batch, P, H, W)`` (R1 last, 1/s), ``t1`` ``(batch, H, W)`` in s, ``m0``
-        complex ``(batch, H, W)``; with ``check`` also ``residual_ratio`` ``(batch,)`` and the
-        per-pixel ``residual`` ``(batch, H, W)``. On the CPU.
+        complex ``(batch, H, W)``; with ``check`` also ``residual_ratio``, its limit for each
+        slice's noise level ``residual_limit``, the estimated ``noise_sigma`` and the flag
+        ``out_of_distribution`` (ratio above the limit), each ``(batch,)``, and the per-pixel
+        ``residual`` ``(batch, H, W)``. On the CPU.
     """
+    if adapt is not None and not check:
+        raise ValueError("adapt needs check=True: only slices the data check flags are adapted")
     device = resolve_device(device)
     model, trained = load_model(checkpoint, map_location=str(device))
     tau = torch.as_tensor(tau, dtype=torch.float64).reshape(-1)
@@ -91,10 +105,32 @@ def reconstruct_maps(
         }
         if check:
             consistency = check_consistency(model.signal_model, params, *inputs)
-            ratio = residual_ratio(consistency.kspace_residual)
-            warn_if_inconsistent(ratio, residual_ratio_limit(checkpoint))
-            result["residual_ratio"] = ratio.cpu()
-            result["residual"] = consistency.residual_maps["PINQI"].cpu()
+            ratio = residual_ratio(consistency.kspace_residual).cpu()
+            noise_sigma = estimate_noise_sigma(inputs[0], inputs[2]).cpu()
+            limit = load_residual_check(checkpoint).limit(noise_sigma)
+            warn_if_inconsistent(ratio, limit)
+            flagged = ~(ratio.double() <= limit)
+            if adapt is not None:
+                steps = torch.zeros(len(ratio), dtype=torch.long)
+                fit = consistency.kspace_residual["CG-SENSE + fit"]
+                for i in torch.nonzero(flagged).flatten().tolist():
+                    one = tuple(x[i : i + 1] for x in inputs)
+                    adapted, report = adapt_to_slice(model, *one, float(fit[i]), adapt)
+                    p = adapted(*one).parameters[-1]
+                    params = torch.cat([params[:i], p, params[i + 1 :]])
+                    ratio[i] = report.ratio_after
+                    steps[i] = report.steps
+                result["adapt_steps"] = steps
+                result["params"] = params.cpu()
+                result["t1"] = t1_from_r1(params[:, -1]).cpu()
+                result["m0"] = torch.complex(params[:, 0], params[:, 1]).cpu()
+            result["residual_ratio"] = ratio
+            result["residual_limit"] = limit
+            result["noise_sigma"] = noise_sigma
+            result["out_of_distribution"] = flagged
+            acquisition = CartesianAcquisition(*inputs[1:])
+            residual = residual_map(model.signal_model, params, acquisition, inputs[0])
+            result["residual"] = residual.cpu()
     return result
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -157,8 +158,12 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
+    from pinqi.evaluation.adaptation import AdaptConfig
     from pinqi.evaluation.evaluate import reconstruct
 
+    if args.adapt and args.no_check:
+        raise SystemExit("pinqi reconstruct: --adapt needs the data check; leave out --no-check")
+    steps = {} if args.adapt_steps is None else {"max_steps": args.adapt_steps}
     out = reconstruct(
         args.checkpoint,
         args.data,
@@ -168,9 +173,10 @@ def _reconstruct(args: argparse.Namespace) -> None:
         allow_other_protocol=args.allow_other_protocol,
         check=not args.no_check,
         input_grid=args.input_grid,
+        adapt=AdaptConfig(**steps) if args.adapt else None,
     )
     grid = "the scan's own grid" if args.input_grid else "the data's grid"
-    print(f"wrote {out / 'params.h5'}, t1.nii.gz, m0.nii.gz (on {grid}) and PNGs")
+    print(f"wrote {out / 'params.h5'}, t1.nii.gz, m0.nii.gz (on {grid}), summary.md and PNGs")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -182,7 +188,7 @@ def _export(args: argparse.Namespace) -> None:
         model, config = load_model(args.checkpoint)
         print(f"calibrating the data-residual check on {args.calibration_samples} slices")
         card["residual_check"] = calibrate_residual_check(
-            model, config, args.calibration_samples, device=args.device
+            model, config, args.calibration_samples, args.device, false_alarm=args.false_alarm
         )
     out = export_model(args.checkpoint, args.out, card)
     print(f"wrote {out} and {out.with_suffix('.json')}")
@@ -598,6 +604,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the NIfTI maps on the scanned series' own matrix and affine (resampled "
         "back when pinqi undersample --size changed it); needs data from pinqi undersample",
     )
+    reconstruct.add_argument(
+        "--adapt",
+        action="store_true",
+        help="fine-tune the network on the k-space of every slice the data check flags, "
+        "without ground truth, until its maps explain the slice's data as well as the plain "
+        "fit (pinqi.evaluation.adaptation; tens of seconds per flagged slice on a CPU)",
+    )
+    reconstruct.add_argument(
+        "--adapt-steps",
+        type=int,
+        help="at most this many fine-tuning steps per slice (default: AdaptConfig.max_steps "
+        "of pinqi.evaluation.adaptation)",
+    )
     reconstruct.set_defaults(run=_reconstruct)
 
     compare = commands.add_parser(
@@ -651,9 +670,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--calibration-samples",
         type=int,
-        default=32,
-        help="validation slices on which the limit of the data-residual check is set "
-        "(pinqi.evaluation.calibration; 0: keep the fixed default limit)",
+        default=64,
+        help="validation slices on which the limits of the data-residual check are set, per "
+        "noise band of 32 slices (pinqi.evaluation.calibration; 0: keep the fixed default "
+        "limit)",
+    )
+    export.add_argument(
+        "--false-alarm",
+        type=float,
+        default=0.05,
+        help="share of in-distribution slices the calibrated check may flag (default 0.05)",
     )
     export.add_argument(
         "--device", default="auto", help="torch device for the calibration: auto, cpu, cuda"
@@ -829,12 +855,27 @@ def _joined_negative_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """A warning as users of the command line read it: one line, no source path."""
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``pinqi`` command line."""
     args = build_parser().parse_args(
         _joined_negative_values(sys.argv[1:] if argv is None else argv)
     )
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
     try:
         args.run(args)
     except (FileNotFoundError, ValueError) as error:  # bad input, said in one line
         raise SystemExit(f"pinqi {args.command}: {error}") from None
+    finally:
+        warnings.formatwarning = formatwarning

@@ -17,14 +17,19 @@ import torch
 from tqdm.auto import tqdm
 
 from pinqi.data.datasets import H5Dataset
+from pinqi.evaluation.adaptation import Adaptation, AdaptConfig, adapt_to_slice
 from pinqi.evaluation.bart import BartConfig, bart_pics_fit
 from pinqi.evaluation.consistency import (
     check_consistency,
+    estimate_noise_sigma,
+    excess_residual_map,
     kspace_residual,
+    load_residual_check,
+    residual_map,
     residual_ratio,
-    residual_ratio_limit,
     warn_if_inconsistent,
 )
+from pinqi.evaluation.signal_check import SignalModelWarning, kspace_signal_problems
 from pinqi.external.bart import find_bart
 from pinqi.io.grid import SourceGrid
 from pinqi.io.staging import staged_folder
@@ -91,12 +96,16 @@ class Reconstructions:
     residual_maps
         With the baseline: ``"PINQI"`` and ``"CG-SENSE + fit"`` -> the per-pixel
         :func:`~pinqi.evaluation.consistency.residual_map` ``(n, H, W)``.
+    noise_sigma
+        The noise level of each sample estimated from its k-space
+        (:func:`~pinqi.evaluation.consistency.estimate_noise_sigma`) ``(n,)``.
     """
 
     maps: dict[str, torch.Tensor]
     seconds: dict[str, float]
     kspace_residual: dict[str, torch.Tensor] = field(default_factory=dict)
     residual_maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    noise_sigma: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
     @property
     def residual_ratio(self) -> torch.Tensor:
@@ -241,6 +250,7 @@ def reconstruct_all(
         seconds[bart_method] = 0.0
     residuals: dict[str, list[torch.Tensor]] = {m: [] for m in names} if baseline else {}
     residual_maps: dict[str, list[torch.Tensor]] = {m: [] for m in METHODS} if baseline else {}
+    noise_sigma = []
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     bar = tqdm(total=len(dataset), unit="sample", disable=not progress)
     with bar, torch.no_grad(), warnings.catch_warnings():
@@ -248,6 +258,7 @@ def reconstruct_all(
         start = _clock(device)
         for batch in loader:
             inputs = tuple(batch[name].to(device) for name in INPUTS)
+            noise_sigma.append(estimate_noise_sigma(inputs[0], inputs[2]).cpu())
             loaded = _clock(device)
             seconds["data"] += loaded - start
             maps["PINQI"].append(model(*inputs).parameters[-1].cpu())
@@ -276,6 +287,7 @@ def reconstruct_all(
         seconds,
         {name: torch.cat(r) for name, r in residuals.items()},
         {name: torch.cat(r) for name, r in residual_maps.items()},
+        torch.cat(noise_sigma),
     )
 
 
@@ -358,6 +370,10 @@ def evaluate(
         writer.writeheader()
         writer.writerows(rows)
     summary = summarise(rows)
+    limit = load_residual_check(checkpoint).limit(result.noise_sigma)
+    flagged = [
+        i for i, (r, c) in enumerate(zip(result.residual_ratio, limit, strict=True)) if not r <= c
+    ]
     (out / "summary.md").write_text(
         f"Checkpoint: {checkpoint}\nData: {data} ({len(dataset)} samples)\n\n{summary}\n\n"
         "Errors over the brain-mask pixels. nRMSE = ||x - x_true|| / ||x_true||; MAE = mean "
@@ -365,11 +381,14 @@ def evaluate(
         f"{1 / MIN_R1:g} s; t1_clamped is the share (0..1) of mask pixels whose predicted R1 "
         f"< {MIN_R1:g} 1/s (T1 errors of methods with a large share are flattered). "
         "kspace_residual = ||A q(p) - k|| / ||k|| over the sampled k-space: how well the "
-        "maps explain the measured data.\n"
+        "maps explain the measured data.\n\n"
+        f"Data check: {len(flagged)} of {len(dataset)} samples flagged {flagged[:20]} (PINQI's "
+        "k-space residual over the plain fit's above the model's calibrated limit for the "
+        "sample's noise level).\n"
     )
     print(summary)
     print(result.timing())
-    warn_if_inconsistent(result.residual_ratio, residual_ratio_limit(checkpoint), what="sample")
+    warn_if_inconsistent(result.residual_ratio, limit, what="sample")
     first = {method: maps[0] for method, maps in result.maps.items()}
     plot_maps(out / "maps.png", truth[0], masks[0], first)
     plot_distributions(out / "distributions.png", rows)
@@ -397,6 +416,26 @@ def summarise(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: Samples of a file whose signal :func:`warn_about_signal` looks at.
+SIGNAL_CHECK_SAMPLES = 8
+
+
+def warn_about_signal(dataset: H5Dataset) -> list[str]:
+    """Warn where the k-space does not look like the file's signal model; the problems.
+
+    Looks at up to :data:`SIGNAL_CHECK_SAMPLES` evenly spaced samples
+    (:func:`~pinqi.evaluation.signal_check.kspace_signal_problems`) and emits one
+    :class:`~pinqi.evaluation.signal_check.SignalModelWarning` per problem.
+    """
+    count = min(len(dataset), SIGNAL_CHECK_SAMPLES)
+    picked = [dataset[int(i)] for i in torch.linspace(0, len(dataset) - 1, count).round()]
+    inputs = [torch.stack([s[name] for s in picked]) for name in INPUTS]
+    problems = kspace_signal_problems(*inputs, dataset.tau, dataset.config.signal_model)
+    for problem in problems:
+        warnings.warn(f"{dataset.path.name}: {problem}", SignalModelWarning, stacklevel=2)
+    return problems
+
+
 def _input_grid(dataset: H5Dataset, data: str | Path) -> SourceGrid:
     """The scan's own grid of a real-data file, or a clear error."""
     if dataset.source_grid is None:
@@ -416,6 +455,7 @@ def reconstruct(
     allow_other_protocol: bool = False,
     check: bool = True,
     input_grid: bool = False,
+    adapt: AdaptConfig | None = None,
 ) -> Path:
     """k-space in, parameter maps out: ``params.h5``, ``t1.nii.gz``, ``m0.nii.gz`` and PNGs.
 
@@ -426,33 +466,113 @@ def reconstruct(
 
     ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``) is where PINQI runs.
     Prints where the time went. Data of another protocol (delays, signal model) than the
-    model's are refused unless ``allow_other_protocol`` (:func:`check_protocol`).
+    model's are refused unless ``allow_other_protocol`` (:func:`check_protocol`); k-space
+    whose signal does not look like the file's signal model is warned about
+    (:func:`warn_about_signal`).
 
     With ``check`` (default), the maps are checked against the data
     (:mod:`pinqi.evaluation.consistency`): the CG-SENSE + fit baseline runs too,
     ``residual.nii.gz`` and ``residual_fit.nii.gz`` hold the per-pixel data residuals of PINQI
-    and of the baseline (:func:`~pinqi.evaluation.consistency.residual_map`), ``params.h5``
-    also holds them and the per-slice k-space residuals and their ratio, and an
-    :class:`~pinqi.evaluation.consistency.OutOfDistributionWarning` names the slices where
-    PINQI explains the data much worse than the baseline.
+    and of the baseline (:func:`~pinqi.evaluation.consistency.residual_map`),
+    ``residual_excess.nii.gz`` PINQI's local excess over the baseline
+    (:func:`~pinqi.evaluation.consistency.excess_residual_map`), ``params.h5`` also holds them,
+    the per-slice k-space residuals, their ratio, its calibrated limit for the slice's
+    estimated noise level and the flag ``out_of_distribution``; ``summary.md`` lists them per
+    slice, and an :class:`~pinqi.evaluation.consistency.OutOfDistributionWarning` names the
+    flagged slices.
+
+    With ``adapt`` (settings of :func:`~pinqi.evaluation.adaptation.adapt_to_slice`; needs
+    ``check``), every flagged slice is reconstructed by a copy of the network fine-tuned on
+    that slice's own k-space; ``params.h5`` records ``adapted``, ``adapt_steps`` and
+    ``residual_ratio_unadapted`` per slice.
     """
+    if adapt is not None and not check:
+        raise ValueError("adaptation (--adapt) needs the data check: leave out --no-check")
     device = resolve_device(device)
     model, trained = load_model(checkpoint, map_location=str(device))
     dataset = H5Dataset(data)
     check_protocol(model, trained.data.signal_model, dataset, Path(data), allow_other_protocol)
     grid = _input_grid(dataset, data) if input_grid else None  # errors before the work
+    warn_about_signal(dataset)
     result = reconstruct_all(model, dataset, batch_size, baseline=check, device=device)
     print(result.timing())
+    verdict = None
     if check:
+        limit = load_residual_check(checkpoint).limit(result.noise_sigma)
         ratio = result.residual_ratio
         print(
             "data residual ||A q(p) - k|| / ||k||, PINQI over CG-SENSE + fit per slice: "
             f"median {float(ratio.median()):.2f}, max {float(ratio.max()):.2f}"
         )
-        warn_if_inconsistent(ratio, residual_ratio_limit(checkpoint))
+        flagged = warn_if_inconsistent(ratio, limit)
+        verdict = DataCheck(limit, ratio.clone(), flagged)
+        if adapt is not None:
+            verdict.adaptations.update(adapt_slices(model, dataset, result, flagged, adapt, device))
     with staged_folder(out) as staging:
-        _write_reconstruction(staging, checkpoint, dataset, result, check, grid)
+        _write_reconstruction(staging, checkpoint, dataset, result, verdict, grid)
     return Path(out)
+
+
+@dataclass
+class DataCheck:
+    """What the data check of :func:`reconstruct` found, per slice.
+
+    Attributes
+    ----------
+    limit
+        The model's residual-ratio limit for each slice's noise level ``(n,)``.
+    ratio_unadapted
+        The residual ratio of the unadapted model's maps ``(n,)``.
+    flagged
+        The slices whose unadapted ratio exceeds the limit.
+    adaptations
+        Slice -> :class:`~pinqi.evaluation.adaptation.Adaptation`, for the adapted slices.
+    """
+
+    limit: torch.Tensor
+    ratio_unadapted: torch.Tensor
+    flagged: list[int]
+    adaptations: dict[int, Adaptation] = field(default_factory=dict)
+
+
+def adapt_slices(
+    model: PINQI,
+    dataset: H5Dataset,
+    result: Reconstructions,
+    slices: Sequence[int],
+    config: AdaptConfig,
+    device: torch.device,
+) -> dict[int, Adaptation]:
+    """Reconstruct ``slices`` again with networks adapted to each (in place in ``result``).
+
+    Replaces the slices' PINQI maps, k-space residuals and residual maps in ``result``;
+    returns each slice's :class:`~pinqi.evaluation.adaptation.Adaptation`. Shows progress.
+    """
+    reports = {}
+    for i in tqdm(slices, desc="adapting", unit="slice", disable=not slices):
+        inputs = tuple(dataset[i][name][None].to(device) for name in INPUTS)
+        fit_residual = float(result.kspace_residual["CG-SENSE + fit"][i])
+        adapted, reports[i] = adapt_to_slice(model, *inputs, fit_residual, config)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            params = adapted(*inputs).parameters[-1]
+            acquisition = CartesianAcquisition(*inputs[1:])
+            residual = kspace_residual(adapted.signal_model, params, acquisition, inputs[0])
+            pixels = residual_map(adapted.signal_model, params, acquisition, inputs[0])
+        result.maps["PINQI"][i] = params[0].cpu()
+        result.kspace_residual["PINQI"][i] = residual[0].cpu()
+        result.residual_maps["PINQI"][i] = pixels[0].cpu()
+    if reports:
+        seconds = sum(r.seconds for r in reports.values())
+        print(
+            f"adapted {len(reports)} slice(s) to their k-space in {seconds:.0f} s "
+            f"({seconds / len(reports):.0f} s/slice); residual ratio "
+            + ", ".join(
+                f"{i}: {r.ratio_before:.2f} -> {r.ratio_after:.2f} ({r.steps} steps)"
+                for i, r in reports.items()
+            )
+        )
+    return reports
 
 
 def _write_reconstruction(
@@ -460,34 +580,48 @@ def _write_reconstruction(
     checkpoint: str | Path,
     dataset: H5Dataset,
     result: Reconstructions,
-    check: bool,
+    verdict: DataCheck | None,
     input_grid: SourceGrid | None,
 ) -> None:
-    """The files of :func:`reconstruct` in ``out``."""
+    """The files of :func:`reconstruct` in ``out``; ``verdict``: the data check's, if run."""
     from pinqi.evaluation.figures import plot_parameter_maps
     from pinqi.io.nifti import write_maps
 
     params = result.maps["PINQI"]
     t1 = t1_from_r1(params[:, -1]).numpy()
     m0 = torch.complex(params[:, 0], params[:, 1]).numpy()
+    (out / "summary.md").write_text(_reconstruction_summary(checkpoint, dataset, result, verdict))
+    if verdict is not None:
+        excess = excess_residual_map(*(result.residual_maps[m] for m in METHODS))
     with h5py.File(out / "params.h5", "w") as f:
         f["params"] = params.numpy()
         f["t1"] = t1
         f["m0"] = m0
         f.attrs["checkpoint"] = str(checkpoint)
         f.attrs["conventions"] = "params = [Re M0, Im M0, R1 in 1/s]; t1 in s"
-        if check:
+        f["noise_sigma_estimate"] = result.noise_sigma.numpy()
+        if verdict is not None:
             f["residual"] = result.residual_maps["PINQI"].numpy()
             f["residual_fit"] = result.residual_maps["CG-SENSE + fit"].numpy()
+            f["residual_excess"] = excess.numpy()
             for method, name in zip(
                 METHODS, ("kspace_residual", "kspace_residual_fit"), strict=True
             ):
                 f[name] = result.kspace_residual[method].numpy()
             f["residual_ratio"] = result.residual_ratio.numpy()
+            f["residual_limit"] = verdict.limit.numpy()
+            n = len(params)
+            f["out_of_distribution"] = np.isin(np.arange(n), verdict.flagged)
+            f["residual_ratio_unadapted"] = verdict.ratio_unadapted.numpy()
+            f["adapted"] = np.isin(np.arange(n), list(verdict.adaptations))
+            f["adapt_steps"] = np.array(
+                [verdict.adaptations[i].steps if i in verdict.adaptations else 0 for i in range(n)]
+            )
     maps = {"t1": t1, "m0": np.abs(m0) * dataset.intensity_scale}
-    if check:
+    if verdict is not None:
         for method, name in zip(METHODS, ("residual", "residual_fit"), strict=True):
             maps[name] = result.residual_maps[method].numpy() * dataset.intensity_scale
+        maps["residual_excess"] = excess.numpy()
     delays = ",".join(f"{v:g}" for v in dataset.tau.tolist())
     write_maps(
         out,
@@ -498,3 +632,54 @@ def _write_reconstruction(
     )
     for i in range(len(params)):
         plot_parameter_maps(out / f"sample{i:03d}.png", params[i])
+
+
+def _reconstruction_summary(
+    checkpoint: str | Path,
+    dataset: H5Dataset,
+    result: Reconstructions,
+    verdict: DataCheck | None,
+) -> str:
+    """``summary.md`` of :func:`reconstruct`: per slice the median T1 and the data check."""
+    t1 = t1_from_r1(result.maps["PINQI"][:, -1])
+    lines = [
+        f"Checkpoint: {checkpoint}",
+        f"Data: {dataset.path} ({len(t1)} slices), {result.timing()}",
+        "",
+    ]
+    if verdict is None:
+        lines += ["| slice | median T1 (s) | noise sigma (est.) |", "|---|---|---|"]
+        lines += [
+            f"| {i} | {float(t1[i].median()):.3g} | {float(result.noise_sigma[i]):.2g} |"
+            for i in range(len(t1))
+        ]
+        return "\n".join([*lines, "", "The data check was not run (--no-check).", ""])
+    ratio = result.residual_ratio
+    lines += [
+        "| slice | median T1 (s) | noise sigma (est.) | residual ratio | limit | flagged | "
+        "adapted |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i in range(len(t1)):
+        flag = "**yes**" if i in verdict.flagged else "no"
+        adapted = verdict.adaptations.get(i)
+        ratios = f"{float(verdict.ratio_unadapted[i]):.2f}"
+        if adapted is not None:
+            ratios += f" -> {float(ratio[i]):.2f}"
+        lines.append(
+            f"| {i} | {float(t1[i].median()):.3g} | {float(result.noise_sigma[i]):.2g} | "
+            f"{ratios} | {float(verdict.limit[i]):.2f} | {flag} | "
+            + (f"{adapted.steps} steps, {adapted.seconds:.0f} s |" if adapted else "no |")
+        )
+    lines += [
+        "",
+        "residual ratio = ||A q(p) - k|| of PINQI's maps over that of a plain CG-SENSE + fit "
+        "of the same k-space; a slice is flagged where it exceeds the model's limit for the "
+        "slice's noise level (calibrated on validation slices of the model's training data, "
+        "see the model card). Flagged maps may be wrong: reconstruct with --adapt, or compare "
+        "them with pinqi fit --data; residual_excess.nii.gz shows where PINQI misses the data. "
+        "Adapted slices were reconstructed by the network fine-tuned on their own k-space "
+        "(ratio before -> after).",
+        "",
+    ]
+    return "\n".join(lines)

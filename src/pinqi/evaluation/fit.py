@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 
+from pinqi.evaluation.signal_check import SignalModelWarning, kspace_signal_problems
 from pinqi.physics import CartesianAcquisition, SignalModel, signal_model
 from pinqi.solvers import SolverInfo, data_consistency, signal_fit
 
@@ -78,6 +80,11 @@ def fit_file(
         coil_maps = torch.from_numpy(f["coil_maps"][()]).to(device)
         tau = torch.from_numpy(f["tau"][()]).double()
     model = signal_model(model_name, tau).to(device)
+    picked = slice(0, None, max(1, len(kspace) // 8))  # the signal of a few slices
+    for problem in kspace_signal_problems(
+        kspace[picked], coil_maps[picked], mask[picked], tau, model_name
+    ):
+        warnings.warn(f"{data.name}: {problem}", SignalModelWarning, stacklevel=2)
     params = fit_images(model, combine(kspace, coil_maps, mask)).cpu()
     t1 = t1_from_r1(params[:, -1]).numpy()
     m0 = torch.complex(params[:, 0], params[:, 1]).numpy()

@@ -219,7 +219,8 @@ def _fit_magnitude(
 def write_series_maps(result: SeriesMaps, series: ImageSeries, model_name: str, out: Path) -> Path:
     """Write every map as NIfTI on the series' grid and affine, and ``params.h5``.
 
-    Files: ``<name>.nii.gz`` per map (description and unit in the header's ``descrip``),
+    Files: ``<name>.nii.gz`` per map (description and unit in the header's ``descrip``,
+    name and unit, e.g. ``t1 [s]``, as the intent name),
     ``mask.nii.gz`` and ``at_bound.nii.gz`` (uint8), ``params.h5`` (every map, the mask, the
     flags and the provenance as attributes). Written through
     :func:`~pinqi.io.staging.staged_folder`: a failure leaves no half-written output.
@@ -227,7 +228,8 @@ def write_series_maps(result: SeriesMaps, series: ImageSeries, model_name: str, 
     with staged_folder(out) as staging:
         for name, values in result.maps.items():
             header = f"pinqi fit {model_name}: {DESCRIPTIONS[name]} [{UNITS[name]}]"
-            _save(staging / f"{name}.nii.gz", values, series.affine, header)
+            quantity = f"{name} [{UNITS[name]}]" if UNITS[name] else name
+            _save(staging / f"{name}.nii.gz", values, series.affine, header, quantity[:15])
         for name in ("mask", "at_bound"):
             flags = getattr(result, name).astype(np.uint8)
             _save(staging / f"{name}.nii.gz", flags, series.affine, f"pinqi fit {name}")
@@ -251,8 +253,12 @@ def _write_h5(path: Path, result: SeriesMaps, series: ImageSeries, model_name: s
         f.attrs["units"] = json.dumps(UNITS)
 
 
-def _save(path: Path, values: np.ndarray, affine: np.ndarray, description: str) -> None:
+def _save(
+    path: Path, values: np.ndarray, affine: np.ndarray, description: str, quantity: str = ""
+) -> None:
     image = nib.Nifti1Image(np.asarray(values), affine)
     image.header["descrip"] = description[:79].encode()
+    if quantity:  # quantity and unit as the intent name, as pinqi.io.nifti.write_nifti does
+        image.header.set_intent("estimate", (), name=quantity)
     image.header.set_xyzt_units("mm")
     nib.save(image, path)

@@ -8,6 +8,7 @@ per delay over the fitted voxels and name what the series looks like instead.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 #: Models whose signal magnitude only grows with the delay (no null).
 RECOVERY_MODELS = ("saturation",)
@@ -84,4 +85,50 @@ def bound_share_problem(at_bound: np.ndarray) -> str | None:
     return (
         f"{100 * share:.0f} % of the voxels have T1 on a bound of the fit (at_bound.nii.gz): "
         "the model or the delays may not match the data"
+    )
+
+
+class SignalModelWarning(UserWarning):
+    """The measured signal does not look like the chosen signal model."""
+
+
+def kspace_signal_problems(
+    kspace: torch.Tensor,
+    coil_maps: torch.Tensor,
+    mask: torch.Tensor,
+    tau: torch.Tensor,
+    model_name: str,
+) -> list[str]:
+    """:func:`signal_model_problems` of k-space data, before any reconstruction.
+
+    Looks at the coil-combined zero-filled images A^H k ``(batch, T, H, W)`` (aliased, but
+    their typical magnitude per delay follows the signal) over the pixels whose magnitude at
+    the longest delay exceeds 5 % of its 99th percentile.
+
+    Parameters
+    ----------
+    kspace
+        Complex ``(batch, T, C, H, W)``.
+    coil_maps
+        Complex ``(batch, C, H, W)``.
+    mask
+        0/1 sampling mask broadcastable to ``(batch, T, H, W)``.
+    tau
+        ``(T,)`` delays in s.
+    model_name
+        The data's signal model.
+    """
+    from pinqi.physics import CartesianAcquisition
+
+    acquisition = CartesianAcquisition(coil_maps, mask)
+    images = acquisition.adjoint(kspace)
+    # zero filling scales each delay by its sampled share: undo it
+    sampled = acquisition.mask.to(images.real.dtype).mean(dim=(-2, -1))
+    images = images / sampled.clamp(min=1e-6)[..., None, None]
+    longest = images[:, int(torch.argmax(tau))].abs()
+    level = torch.quantile(longest.flatten(1).float(), 0.99, dim=1)
+    signal = longest > 0.05 * level[:, None, None]
+    voxels = images.movedim(1, -1)[signal].T  # (T, n_voxels)
+    return signal_model_problems(
+        tau.detach().cpu().numpy(), voxels.detach().cpu().numpy(), model_name
     )

@@ -16,16 +16,26 @@ def simulation_grid(pixel_mm: float, size: int) -> SourceGrid:
 
 
 def write_nifti(
-    path: str | Path, maps: np.ndarray, grid: SourceGrid, description: str = ""
+    path: str | Path,
+    maps: np.ndarray,
+    grid: SourceGrid,
+    description: str = "",
+    quantity: str = "",
 ) -> Path:
     """Write maps ``(n, H, W)`` as one NIfTI volume ``(nx, ny, n)`` on ``grid``.
 
     The samples (slices) follow along the third axis, 1 mm apart; ``description`` (e.g. the
-    quantity, unit and method) goes into the header's ``descrip`` (at most 79 characters).
+    quantity, unit and method) goes into the header's ``descrip`` (at most 79 characters);
+    ``quantity`` with its unit (e.g. ``"T1 [s]"``, at most 15 characters) into the intent
+    name, with the intent code ``estimate`` (the voxels estimate that quantity).
     """
+    if len(quantity) > 15:
+        raise ValueError(f"quantity {quantity!r} is longer than the 15 characters NIfTI keeps")
     volume = np.moveaxis(grid.from_model(np.asarray(maps, dtype=np.float32)), 0, -1)
     image = nib.Nifti1Image(volume, grid.affine)
     image.header["descrip"] = description[:79].encode()
+    if quantity:
+        image.header.set_intent("estimate", (), name=quantity)
     image.header.set_xyzt_units("mm")
     path = Path(path)
     nib.save(image, path)
@@ -38,6 +48,16 @@ MAP_DESCRIPTIONS = {
     "m0": "|M0| [input intensity]",
     "residual": "|A^H (A q(p) - k)| [input intensity]",
     "residual_fit": "|A^H (A q(p) - k)| of CG-SENSE + fit [input intensity]",
+    "residual_excess": "local residual power over CG-SENSE + fit's, minus 1",
+}
+
+#: The NIfTI intent name of each map of :func:`write_maps` (quantity and unit, <= 15 chars).
+MAP_QUANTITIES = {
+    "t1": "T1 [s]",
+    "m0": "|M0|",
+    "residual": "data residual",
+    "residual_fit": "fit residual",
+    "residual_excess": "excess residual",
 }
 
 
@@ -72,5 +92,6 @@ def write_maps(
             nx, ny = input_grid.shape
             values, target = resize_maps(values, (ny, nx)), input_grid
         description = f"{method}: {MAP_DESCRIPTIONS[name]}"
-        written.append(write_nifti(out / f"{name}.nii.gz", values, target, description))
+        path = out / f"{name}.nii.gz"
+        written.append(write_nifti(path, values, target, description, MAP_QUANTITIES[name]))
     return written

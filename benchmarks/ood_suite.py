@@ -1,0 +1,176 @@
+"""The data check on an out-of-distribution suite: is every slice where PINQI fails flagged?
+
+For each shipped model, simulates its own protocol (96 x 96, its delays, 8 coils, 8x) on the
+test split and shifts one thing at a time: test-object phantoms of uniform T1 0.25 s and 3 s,
+tube phantoms with T1 0.3-1.5 s, every T1 x 1.3, the phase a scanner delivers, 4 and 16 coils,
+less and more noise. Per condition: PINQI's and CG-SENSE + fit's T1 nRMSE (brain or object
+mask; medians over the slices), the share of slices the model's calibrated check flags
+(:mod:`pinqi.evaluation.calibration`) and how many of the slices where PINQI's T1 nRMSE exceeds
+1.5 x the fit's ("failed") it flags. The in-distribution rows measure the false alarms. For the
+models in ``--adapt-models``, every flagged slice is also reconstructed after scan-specific
+adaptation (:mod:`pinqi.evaluation.adaptation`, default settings) and its T1 nRMSE and time
+recorded (unflagged slices keep their maps, as ``pinqi reconstruct --adapt`` does).
+
+    python benchmarks/ood_suite.py --brainweb ../shared/data/brainweb \\
+        --out docs/results/ood-suite [--slices 16] [--split test] [--adapt-models default]
+
+Writes ``slices.csv`` (one row per model, condition and slice) and ``table.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from pinqi.data.datasets import SimulatedDataset
+from pinqi.evaluation.adaptation import adapt_to_slice
+from pinqi.evaluation.consistency import load_residual_check
+from pinqi.evaluation.evaluate import INPUTS, reconstruct_all
+from pinqi.metrics import parameter_metrics
+from pinqi.training.checkpoints import load_model
+
+MODELS = ("default", "cpu-brainweb", "cpu-phantom")
+
+#: Condition -> SimulationConfig changes; the in-distribution condition changes nothing.
+SUITE: dict[str, dict] = {
+    "in distribution": {},
+    "uniform phantoms, T1 0.25 s": {"uniform_probability": 1.0, "t1_any_range": (0.25, 0.25)},
+    "uniform phantoms, T1 3 s": {"uniform_probability": 1.0, "t1_any_range": (3.0, 3.0)},
+    "tube phantoms, T1 0.3-1.5 s": {"uniform_probability": 1.0, "t1_any_range": (0.3, 1.5)},
+    "T1 x 1.3": {"t1_factor": 1.3},
+    "scanner phase": {"phase_any_probability": 1.0},
+    "4 coils": {"n_coils": 4},
+    "16 coils": {"n_coils": 16},
+    "noise sigma 0.0005": {"noise_sigma": (0.0005, 0.0005)},
+    "noise sigma 0.06": {"noise_sigma": (0.06, 0.06)},
+}
+
+#: PINQI "failed" on a slice where its T1 nRMSE exceeds this factor times the fit's.
+FAILED_FACTOR = 1.5
+
+
+def run_condition(model, data, split: str, n: int, seed: int, check, adapt: bool) -> list[dict]:
+    """Per-slice rows of one model on one condition (with ``adapt``: the adapted error)."""
+    dataset = SimulatedDataset(data, split, n, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = reconstruct_all(model, dataset, 4, baseline=True, progress=False)
+    samples = [dataset[i] for i in range(n)]
+    truth = torch.stack([s["params"] for s in samples])
+    masks = torch.stack([s["brain_mask"] for s in samples])
+    errors = {
+        m: parameter_metrics(result.maps[m], truth, masks)["t1_nrmse"]
+        for m in ("PINQI", "CG-SENSE + fit")
+    }
+    limit = check.limit(result.noise_sigma)
+    ratio = result.residual_ratio
+    adapted = {}
+    for i in torch.nonzero(ratio.double() > limit).flatten().tolist() if adapt else []:
+        inputs = [samples[i][k][None] for k in INPUTS]
+        fit = float(result.kspace_residual["CG-SENSE + fit"][i])
+        network, report = adapt_to_slice(model, *inputs, fit)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            params = network(*inputs).parameters[-1]
+        error = parameter_metrics(params, truth[i : i + 1], masks[i : i + 1])["t1_nrmse"]
+        adapted[i] = (float(error[0]), report)
+    return [
+        {
+            "slice": i,
+            "noise_sigma": float(samples[i]["noise_sigma"]),
+            "noise_sigma_estimate": float(result.noise_sigma[i]),
+            "t1_nrmse_pinqi": float(errors["PINQI"][i]),
+            "t1_nrmse_fit": float(errors["CG-SENSE + fit"][i]),
+            "residual_ratio": float(ratio[i]),
+            "limit": float(limit[i]),
+            "flagged": bool(ratio[i] > limit[i]),
+            "failed": bool(errors["PINQI"][i] > FAILED_FACTOR * errors["CG-SENSE + fit"][i]),
+            "t1_nrmse_adapted": adapted[i][0] if i in adapted else float(errors["PINQI"][i]),
+            "adapt_steps": adapted[i][1].steps if i in adapted else 0,
+            "adapt_seconds": adapted[i][1].seconds if i in adapted else 0.0,
+        }
+        for i in range(n)
+    ]
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: per model and condition, medians, flagged share and failed slices caught."""
+    lines = [
+        "| model | data | PINQI T1 nRMSE | CG-SENSE + fit | flagged | PINQI failed | "
+        "failed and flagged | PINQI --adapt | s per adapted slice |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = list(dict.fromkeys((r["model"], r["condition"]) for r in rows))
+    for model, condition in keys:
+        group = [r for r in rows if r["model"] == model and r["condition"] == condition]
+        median = {
+            k: float(torch.tensor([r[k] for r in group]).median())
+            for k in ("t1_nrmse_pinqi", "t1_nrmse_fit", "t1_nrmse_adapted")
+        }
+        adapted = [r["adapt_seconds"] for r in group if r["adapt_steps"] > 0]
+        ran = any(r["adapted_run"] for r in group)
+        flagged = sum(r["flagged"] for r in group)
+        failed = sum(r["failed"] for r in group)
+        caught = sum(r["failed"] and r["flagged"] for r in group)
+        lines.append(
+            f"| {model} | {condition} | {median['t1_nrmse_pinqi']:.3f} | "
+            f"{median['t1_nrmse_fit']:.3f} | {flagged}/{len(group)} | {failed} | "
+            f"{caught}/{failed} | "
+            + (f"{median['t1_nrmse_adapted']:.3f} | " if ran else "- | ")
+            + (f"{sum(adapted) / len(adapted):.0f} |" if adapted else "- |")
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--brainweb", required=True, help="BrainWeb folder")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--slices", type=int, default=16, help="slices per condition")
+    parser.add_argument(
+        "--in-distribution-slices", type=int, default=64, help="slices for the false alarms"
+    )
+    parser.add_argument("--split", default="test", choices=("val", "test"))
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument(
+        "--adapt-models", default="default", help="models whose flagged slices are adapted"
+    )
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows = []
+    for name in args.models.split(","):
+        model, config = load_model(name)
+        check = load_residual_check(name)
+        data = config.data
+        if data.anatomy == "brainweb":
+            data = dataclasses.replace(data, brainweb_dir=args.brainweb)
+        for condition, change in SUITE.items():
+            start = time.perf_counter()
+            n = args.in_distribution_slices if not change else args.slices
+            adapt = name in args.adapt_models.split(",")
+            found = run_condition(
+                model, dataclasses.replace(data, **change), args.split, n, args.seed, check, adapt
+            )
+            rows += [
+                {"model": name, "condition": condition, "adapted_run": adapt, **r} for r in found
+            ]
+            print(f"{name}, {condition}: {time.perf_counter() - start:.0f} s", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "slices.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    text = table(rows)
+    (args.out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
