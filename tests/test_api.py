@@ -62,12 +62,25 @@ def test_image_series_arrays_to_maps():
     np.testing.assert_allclose(maps["t1"], t1, rtol=1e-3)
     np.testing.assert_allclose(maps["m0"], 500, rtol=1e-3)
     assert maps["mask"].all() and maps["t1"].shape == (6, 10)
-    with pytest.raises(ValueError, match="holds 9 delays but --tau gives 3"):
-        fit_maps(images, [1, 2, 3])
-    with pytest.raises(ValueError, match="NaN or Inf"):
-        fit_maps(np.full((9, 6, 10), np.nan), ti)
-    with pytest.raises(ValueError, match=r"expected \(n_tau, x, y\)"):
-        fit_maps(np.ones((9, 6)), ti)
+    messages = []
+    for bad, delays, match in [
+        (images, [1, 2, 3], "holds 9 images but 3 delays were given"),
+        (np.full((9, 6, 10), np.nan), ti, r"zero \(or NaN\) everywhere"),
+        (np.full((9, 6, 10), np.inf), ti, "infinite values"),
+        (np.ones((9, 6)), ti, r"expected \(n_tau, x, y\)"),
+    ]:
+        with pytest.raises(ValueError, match=match) as error:
+            fit_maps(bad, delays)
+        messages.append(str(error.value))
+    nan = images.copy()
+    nan[:, 2, 3] = np.nan
+    with pytest.raises(
+        ValueError, match=r"1 voxel\(s\) inside the mask are NaN.*\(2, 3\)"
+    ) as error:
+        fit_maps(nan, ti, model="inversion", mask=np.ones((6, 10), bool))
+    messages.append(str(error.value))
+    assert not any("--" in m for m in messages)  # Python users get no command-line flags
+    assert fit_maps(nan, ti, model="inversion")["mask"].sum() == 59
 
 
 def test_fit_maps_fits_only_the_given_mask():

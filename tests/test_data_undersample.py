@@ -116,7 +116,7 @@ def test_undersample_is_scale_invariant_and_reconstructs(tmp_path):
 
 def test_undersample_rejects_wrong_number_of_delays(tmp_path):
     write_series(tmp_path / "s.nii.gz")
-    with pytest.raises(SystemExit, match="holds 5 delays but --tau gives 3"):
+    with pytest.raises(SystemExit, match="holds 5 images but 3 delays were given"):
         main(
             [
                 "undersample",

@@ -110,3 +110,27 @@ def test_cli_roi_without_a_reference_gives_the_map_statistics(tmp_path, capsys, 
     assert float(rows[1]["std"]) > 0.005  # ROI 2 is not constant
     with pytest.raises(SystemExit, match=r"roi\.csv exists; give --out"):
         main(argv)  # never overwritten silently
+
+
+def test_roi_of_a_reconstruct_slice_against_a_fit_of_a_2d_series(tmp_path, capsys):
+    """reconstruct writes (x, y, 1), fit --images of a 3D NIfTI too; (x, y) maps still work."""
+    tau = (0.5, 1.0, 1.5, 2.0, 8.0)
+    t1 = np.full((16, 16), 1.2)
+    t1[4:10, 4:10] = 0.6
+    series = (1 - np.exp(-np.asarray(tau) / t1[..., None])).astype(np.float32) * 100
+    nib.save(nib.Nifti1Image(series, np.eye(4)), tmp_path / "series.nii.gz")
+    main(["fit", "--images", str(tmp_path / "series.nii.gz"), "--tau", "0.5,1,1.5,2,8",
+          "--out", str(tmp_path / "fit"), "--quiet"])  # fmt: skip
+    fitted = nib.load(tmp_path / "fit" / "t1.nii.gz")
+    assert fitted.shape == (16, 16, 1)
+    assert fitted.header.get_intent()[2] == "t1 [s]"
+    labels = np.zeros((16, 16), np.int16)
+    labels[5:9, 5:9] = 1
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "labels.nii.gz")
+    slice_map = (t1 * 1.1)[..., None].astype(np.float32)  # like pinqi reconstruct's t1.nii.gz
+    nib.save(nib.Nifti1Image(slice_map, np.eye(4)), tmp_path / "t1.nii.gz")
+    main(["roi", "--map", str(tmp_path / "t1.nii.gz"), "--labels", str(tmp_path / "labels.nii.gz"),
+          "--reference", str(fitted.get_filename()), "--out", str(tmp_path / "roi.csv")])  # fmt: skip
+    assert "difference +10.0 %" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="must have one shape"):
+        roi_statistics(np.ones((16, 16, 2)), labels)

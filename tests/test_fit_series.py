@@ -64,9 +64,9 @@ def test_complex_nifti_maps_keep_grid_affine_and_intensity(tmp_path):
         ]
     )
     image = nib.load(tmp_path / "out" / "t1.nii.gz")
-    assert image.shape == t1.shape
+    assert image.shape == (*t1.shape, 1)  # maps are (x, y, slices), as pinqi reconstruct's
     np.testing.assert_allclose(image.affine, AFFINE)
-    np.testing.assert_allclose(np.asarray(image.dataobj), t1, rtol=1e-3)
+    np.testing.assert_allclose(np.asarray(image.dataobj)[..., 0], t1, rtol=1e-3)
     assert b"T1 [s]" in image.header["descrip"].tobytes()
     m0 = np.asarray(nib.load(tmp_path / "out" / "m0.nii.gz").dataobj)
     np.testing.assert_allclose(m0, 1000.0, rtol=1e-3)  # the input's intensity scale
@@ -96,7 +96,7 @@ def test_magnitude_inversion_recovery_with_nulls_everywhere_within_one_percent(t
             "--quiet",
         ]
     )
-    fitted = np.asarray(nib.load(tmp_path / "o" / "t1.nii.gz").dataobj)
+    fitted = np.asarray(nib.load(tmp_path / "o" / "t1.nii.gz").dataobj)[..., 0]
     assert np.abs(fitted / t1 - 1).max() < 0.01
     efficiency = np.asarray(nib.load(tmp_path / "o" / "inversion_efficiency.nii.gz").dataobj)
     np.testing.assert_allclose(efficiency, 0.95, atol=0.01)
@@ -260,7 +260,7 @@ def test_dicom_without_inversion_time_needs_tau(tmp_path):
     ("args", "message"),
     [
         (["--tau", "0.5,abc"], "--tau must be comma-separated numbers"),
-        (["--tau", "0.5,1"], "holds 5 delays but --tau gives 2"),
+        (["--tau", "0.5,1"], "holds 5 images but 2 delays were given"),
         ([], "NIfTI files carry no delays"),
     ],
 )
@@ -299,22 +299,31 @@ def test_missing_unreadable_and_zero_series(tmp_path):
             ]
         )
     zero = save(tmp_path / "zero.nii.gz", np.zeros((4, 4, 5), np.float32))
-    with pytest.raises(SystemExit, match="zero everywhere"):
+    with pytest.raises(SystemExit, match=r"zero \(or NaN\) everywhere"):
         main(["fit", "--images", str(zero), "--tau", "0.5,1,1.5,2,8", "--out", str(tmp_path / "o")])
-    nan = np.ones((4, 4, 5), np.float32)
-    nan[0, 0, 0] = np.nan
-    with pytest.raises(SystemExit, match="NaN or Inf"):
-        main(
-            [
-                "fit",
-                "--images",
-                str(save(tmp_path / "nan.nii.gz", nan)),
-                "--tau",
-                "0.5,1,1.5,2,8",
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
+    infinite = np.ones((4, 4, 5), np.float32)
+    infinite[0, 0, 0] = np.inf
+    with pytest.raises(SystemExit, match="infinite values"):
+        main(["fit", "--images", str(save(tmp_path / "inf.nii.gz", infinite)), "--tau",
+              "0.5,1,1.5,2,8", "--out", str(tmp_path / "o")])  # fmt: skip
+
+
+def test_nan_voxels_are_masked_out_or_named(tmp_path):
+    """NaN voxels (e.g. outside a skull-stripped brain) are left out by the automatic mask;
+    a mask that keeps them gets their count and the first place."""
+    images = np.abs(saturation_series(t1_grid((6, 5), 0.4, 2.5)))
+    images[0, 0, :] = np.nan
+    images[2, 3, 1] = np.nan
+    path = save(tmp_path / "nan.nii.gz", images)
+    run = ["fit", "--images", str(path), "--tau", "0.5,1,1.5,2,8", "--quiet"]
+    main([*run, "--out", str(tmp_path / "auto")])
+    written = nib.load(tmp_path / "auto" / "mask.nii.gz").get_fdata()
+    assert written.sum() == 28 and written[0, 0] == 0 and written[2, 3] == 0
+    t1 = nib.load(tmp_path / "auto" / "t1.nii.gz").get_fdata()
+    assert np.isfinite(t1).all()
+    everything = save(tmp_path / "all.nii.gz", np.ones((6, 5), np.uint8))
+    with pytest.raises(SystemExit, match=r"2 voxel\(s\) inside the mask are NaN.*\(0, 0\)"):
+        main([*run, "--mask", str(everything), "--out", str(tmp_path / "o")])
 
 
 def test_ir_example_runs_from_a_fresh_clone(tmp_path, monkeypatch):
@@ -340,7 +349,7 @@ def test_ir_example_runs_from_a_fresh_clone(tmp_path, monkeypatch):
             "--quiet",
         ]
     )
-    fitted = np.asarray(nib.load("maps/t1.nii.gz").dataobj)
+    fitted = np.asarray(nib.load("maps/t1.nii.gz").dataobj)[..., 0]
     truth = np.asarray(nib.load("true_t1.nii.gz").dataobj)
     brain = truth > 0
     assert np.median(np.abs(fitted[brain] / truth[brain] - 1)) < 0.02

@@ -376,10 +376,13 @@ def _device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    from pinqi.training.checkpoints import SHIPPED_MODELS
+
     parser.add_argument(
         "--checkpoint",
         default="default",
-        help="a checkpoint of pinqi train, an exported model, or 'default' (the shipped model)",
+        help="a checkpoint of pinqi train, a model file of pinqi export, or a shipped model: "
+        + ", ".join(SHIPPED_MODELS),
     )
     parser.add_argument(
         "--data",
@@ -587,10 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
         "reconstruct",
         help="k-space in, parameter maps out (HDF5, NIfTI, PNG)",
         description="Reconstruct T1 and M0 maps with PINQI: OUT/params.h5, OUT/t1.nii.gz "
-        "(T1 in s, one slice per sample), OUT/m0.nii.gz (|M0|) and one PNG per sample. The "
-        "maps are checked against the data: OUT/residual.nii.gz and OUT/residual_fit.nii.gz "
-        "are the per-pixel residuals of PINQI and of a plain CG-SENSE + fit, and a warning "
-        "names the slices where PINQI explains the measured k-space much worse.",
+        "(T1 in s, one slice per sample), OUT/m0.nii.gz (|M0|), OUT/summary.md and one PNG "
+        "per sample. The maps are checked against the data: OUT/residual.nii.gz and "
+        "OUT/residual_fit.nii.gz are the per-pixel residuals of PINQI and of a plain CG-SENSE "
+        "+ fit, OUT/residual_excess.nii.gz PINQI's local excess; a slice whose residual ratio "
+        "exceeds the model's calibrated limit for its noise level is flagged (summary.md, "
+        "params.h5, a warning) and, with --adapt, reconstructed by the network fine-tuned on "
+        "its own k-space.",
     )
     _model_arguments(reconstruct)
     reconstruct.add_argument(

@@ -17,7 +17,8 @@ def roi_statistics(
     Parameters
     ----------
     values
-        A parameter map (e.g. T1 in s), any shape.
+        A parameter map (e.g. T1 in s), any shape; trailing axes of length 1 do not count, so
+        a slice ``(x, y, 1)`` of ``pinqi reconstruct`` meets an ``(x, y)`` map.
     labels
         Integer label image of the same shape; 0 is background, each other value one ROI.
     reference
@@ -29,8 +30,9 @@ def roi_statistics(
         One row per ROI: ``roi, pixels, mean, std`` and, with a reference,
         ``reference_mean, reference_std, difference_percent`` (100 (mean - ref) / ref).
     """
-    values = np.asarray(values, dtype=np.float64)
-    labels = np.asarray(labels)
+    values = as_volume(np.asarray(values, dtype=np.float64))
+    labels = as_volume(np.asarray(labels))
+    reference = None if reference is None else as_volume(np.asarray(reference))
     if values.shape != labels.shape:
         raise ValueError(f"values {values.shape} and labels {labels.shape} must have one shape")
     if labels.dtype.kind not in "iu":
@@ -60,6 +62,13 @@ def roi_statistics(
             )
         rows.append(row)
     return rows
+
+
+def as_volume(values: np.ndarray) -> np.ndarray:
+    """``values`` without trailing axes of length 1 (beyond the first two)."""
+    while values.ndim > 2 and values.shape[-1] == 1:
+        values = values[..., 0]
+    return values
 
 
 def rms_deviation(rows: list[dict[str, float]]) -> float:

@@ -92,9 +92,25 @@ class SeriesMaps:
 
 
 def auto_mask(series: ImageSeries) -> np.ndarray:
-    """Voxels with signal: |image| at the longest delay > 5 % of its 99th percentile."""
+    """Voxels with signal: |image| at the longest delay > 5 % of its 99th percentile.
+
+    Voxels that are NaN in any image are left out.
+    """
     longest = np.abs(series.images[int(np.argmax(series.tau))])
-    return longest > AUTO_MASK_FRACTION * np.percentile(longest, 99)
+    finite = np.isfinite(series.images).all(axis=0)
+    level = np.percentile(longest[finite], 99) if finite.any() else 0.0
+    return finite & (np.nan_to_num(longest) > AUTO_MASK_FRACTION * level)
+
+
+def _refuse_nan_voxels(series: ImageSeries, mask: np.ndarray) -> None:
+    """A clear error for masked voxels that are NaN in some image: count and first place."""
+    bad = mask & ~np.isfinite(series.images).all(axis=0)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{series.source}: {int(bad.sum())} voxel(s) inside the mask are NaN in some image "
+            f"(the first at voxel {first}); leave them out of the mask or replace them"
+        )
 
 
 def fit_series(
@@ -127,12 +143,16 @@ def fit_series(
     if model_name not in SERIES_MODELS:
         raise ValueError(f"model must be one of {list(SERIES_MODELS)}, got {model_name!r}")
     if series.tau is None:
-        raise ValueError(f"{series.source}: the delays are unknown; give them with --tau")
+        raise ValueError(
+            f"{series.source}: the delays are unknown; give them (tau in s; on the command "
+            "line --tau)"
+        )
     mask = auto_mask(series) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != series.grid:
         raise ValueError(f"mask has shape {mask.shape} but the series' grid is {series.grid}")
     if not mask.any():
         raise ValueError("the mask selects no voxel")
+    _refuse_nan_voxels(series, mask)
     voxels = series.images[:, mask]
     scale = float(np.percentile(np.abs(voxels[int(np.argmax(series.tau))]), 99)) or 1.0
     data = torch.from_numpy(voxels / scale)
@@ -219,8 +239,9 @@ def _fit_magnitude(
 def write_series_maps(result: SeriesMaps, series: ImageSeries, model_name: str, out: Path) -> Path:
     """Write every map as NIfTI on the series' grid and affine, and ``params.h5``.
 
-    Files: ``<name>.nii.gz`` per map (description and unit in the header's ``descrip``,
-    name and unit, e.g. ``t1 [s]``, as the intent name),
+    Files: ``<name>.nii.gz`` per map, a volume ``(x, y, z)`` (``z = 1`` for a 2D series, as
+    ``pinqi reconstruct`` writes a slice) with description and unit in the header's
+    ``descrip`` and name and unit, e.g. ``t1 [s]``, as the intent name,
     ``mask.nii.gz`` and ``at_bound.nii.gz`` (uint8), ``params.h5`` (every map, the mask, the
     flags and the provenance as attributes). Written through
     :func:`~pinqi.io.staging.staged_folder`: a failure leaves no half-written output.
@@ -256,7 +277,9 @@ def _write_h5(path: Path, result: SeriesMaps, series: ImageSeries, model_name: s
 def _save(
     path: Path, values: np.ndarray, affine: np.ndarray, description: str, quantity: str = ""
 ) -> None:
-    image = nib.Nifti1Image(np.asarray(values), affine)
+    volume = np.asarray(values)
+    volume = volume[..., None] if volume.ndim == 2 else volume  # (x, y, slices) like reconstruct
+    image = nib.Nifti1Image(volume, affine)
     image.header["descrip"] = description[:79].encode()
     if quantity:  # quantity and unit as the intent name, as pinqi.io.nifti.write_nifti does
         image.header.set_intent("estimate", (), name=quantity)

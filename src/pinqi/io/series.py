@@ -79,7 +79,8 @@ def read_series(path: str | Path, tau: Sequence[float] | None = None) -> ImageSe
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        For an unreadable file, a wrong number of delays, non-finite or all-zero images.
+        For an unreadable file, a wrong number of delays, infinite or all-zero images (NaN
+        voxels are allowed: the fit refuses them unless a mask leaves them out).
     """
     path = Path(path)
     if path.is_dir():
@@ -129,10 +130,11 @@ def series_from_arrays(
 
 
 def _check_images(images: np.ndarray, source: str) -> None:
-    if not np.isfinite(images).all():
-        raise ValueError(f"{source}: the images contain NaN or Inf values")
-    if not np.any(images):
-        raise ValueError(f"{source}: the images are zero everywhere")
+    """Refuse infinite values and images without signal; NaN voxels stay (masked later)."""
+    if np.isinf(images).any():
+        raise ValueError(f"{source}: the images contain infinite values")
+    if not np.any(np.nan_to_num(images)):
+        raise ValueError(f"{source}: the images are zero (or NaN) everywhere")
 
 
 def _check_tau(tau: Sequence[float] | None, n_tau: int, source: Path) -> np.ndarray | None:
@@ -140,7 +142,7 @@ def _check_tau(tau: Sequence[float] | None, n_tau: int, source: Path) -> np.ndar
         return None
     values = np.asarray(tau, dtype=np.float64)
     if values.ndim != 1 or len(values) != n_tau:
-        raise ValueError(f"{source} holds {n_tau} delays but --tau gives {len(values)}")
+        raise ValueError(f"{source} holds {n_tau} images but {len(values)} delays were given")
     if not (np.isfinite(values).all() and (values >= 0).all()):
         raise ValueError(f"delays must be finite and >= 0 s, got {values.tolist()}")
     return values
@@ -160,7 +162,10 @@ def _read_nifti_series(path: Path, tau: Sequence[float] | None) -> ImageSeries:
     images = np.moveaxis(volume, -1, 0)
     images = images.astype(np.complex64 if np.iscomplexobj(images) else np.float32)
     if tau is None:
-        raise ValueError(f"{path}: NIfTI files carry no delays; give them with --tau")
+        raise ValueError(
+            f"{path}: NIfTI files carry no delays; give them (tau in s; on the command line "
+            "--tau)"
+        )
     values = _check_tau(tau, len(images), path)
     order = np.argsort(values, kind="stable")
     affine = np.asarray(image.affine, dtype=np.float64)
