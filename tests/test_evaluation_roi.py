@@ -129,8 +129,9 @@ def test_roi_of_a_reconstruct_slice_against_a_fit_of_a_2d_series(tmp_path, capsy
     nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "labels.nii.gz")
     slice_map = (t1 * 1.1)[..., None].astype(np.float32)  # like pinqi reconstruct's t1.nii.gz
     nib.save(nib.Nifti1Image(slice_map, np.eye(4)), tmp_path / "t1.nii.gz")
-    main(["roi", "--map", str(tmp_path / "t1.nii.gz"), "--labels", str(tmp_path / "labels.nii.gz"),
-          "--reference", str(fitted.get_filename()), "--out", str(tmp_path / "roi.csv")])  # fmt: skip
+    labels_path, reference = str(tmp_path / "labels.nii.gz"), str(fitted.get_filename())
+    main(["roi", "--map", str(tmp_path / "t1.nii.gz"), "--labels", labels_path,
+          "--reference", reference, "--out", str(tmp_path / "roi.csv")])  # fmt: skip
     assert "difference +10.0 %" in capsys.readouterr().out
     with pytest.raises(ValueError, match="must have one shape"):
         roi_statistics(np.ones((16, 16, 2)), labels)
