@@ -163,8 +163,7 @@ def _read_nifti_series(path: Path, tau: Sequence[float] | None) -> ImageSeries:
     images = images.astype(np.complex64 if np.iscomplexobj(images) else np.float32)
     if tau is None:
         raise ValueError(
-            f"{path}: NIfTI files carry no delays; give them (tau in s; on the command line "
-            "--tau)"
+            f"{path}: NIfTI files carry no delays; give them (tau in s; on the command line --tau)"
         )
     values = _check_tau(tau, len(images), path)
     order = np.argsort(values, kind="stable")
