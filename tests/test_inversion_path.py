@@ -81,6 +81,14 @@ def test_an_ir_series_is_undersampled_and_reconstructed_with_the_check(ir_model,
     # the check ran with the plain inversion-ab fit, which explains the noise-free series
     assert residuals[1][0] < 0.2 and residuals[0][0] > residuals[1][0]
     assert ratio[0] == pytest.approx(residuals[0][0] / residuals[1][0], rel=1e-5)
+    # the untrained-like tiny model is far off: flagged, and --adapt fine-tunes it on the slice
+    assert ratio[0] > 1.5
+    main(["reconstruct", "--checkpoint", str(ir_model), "--data", str(data), "--out",
+          str(tmp_path / "adapted"), "--adapt", "--adapt-steps", "20"])  # fmt: skip
+    with h5py.File(tmp_path / "adapted" / "params.h5") as f:
+        assert bool(f["adapted"][0]) and f["adapt_steps"][0] > 0
+        assert f["residual_ratio"][0] < f["residual_ratio_unadapted"][0]
+        assert f["params"].shape == (1, 5, 32, 32)
 
 
 def test_a_saturation_model_refuses_an_ir_series(tmp_path):
@@ -113,3 +121,15 @@ def test_a_saturation_model_refuses_an_ir_series(tmp_path):
                 str(tmp_path / "maps"),
             ]
         )
+
+
+def test_evaluate_an_inversion_ab_model_on_simulated_ir_data(ir_model, tmp_path):
+    delays = ",".join(map(str, TI))
+    main(["simulate", "--out", str(tmp_path / "ir.h5"), "--n-samples", "2", "--size", "32",
+          "--seed", "4", "--quiet", "--set", f"tau=[{delays}]", "--set",
+          "signal_model=inversion-ab"])  # fmt: skip
+    main(["evaluate", "--checkpoint", str(ir_model), "--data", str(tmp_path / "ir.h5"),
+          "--out", str(tmp_path / "eval")])  # fmt: skip
+    rows = (tmp_path / "eval" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2 and "t1_nrmse" in rows[0]
+    assert "Data check:" in (tmp_path / "eval" / "summary.md").read_text()
