@@ -182,13 +182,7 @@ def _test_set(config: ExperimentConfig, comparison: Comparison, out: Path) -> H5
 
 
 def _rows(name: str, params: torch.Tensor, dataset: H5Dataset) -> list[dict]:
-    truth = torch.stack([dataset[i]["params"] for i in range(len(dataset))])
-    masks = torch.stack([dataset[i]["brain_mask"] for i in range(len(dataset))])
-    tissue = (
-        torch.stack([dataset[i]["tissue"] for i in range(len(dataset))])
-        if "tissue" in dataset.fields
-        else None
-    )
+    truth, masks, tissue = dataset.ground_truth()
     metrics = parameter_metrics(params, truth, masks, tissue)
     return [
         {"sample": i, "method": name} | {k: float(v[i]) for k, v in metrics.items()}

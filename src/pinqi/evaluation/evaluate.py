@@ -350,13 +350,7 @@ def evaluate(
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    truth = torch.stack([dataset[i]["params"] for i in range(len(dataset))])
-    masks = torch.stack([dataset[i]["brain_mask"] for i in range(len(dataset))])
-    tissue = (
-        torch.stack([dataset[i]["tissue"] for i in range(len(dataset))])
-        if "tissue" in dataset.fields
-        else None
-    )
+    truth, masks, tissue = dataset.ground_truth()
     rows = []
     for method, prediction in result.maps.items():
         metrics = parameter_metrics(prediction, truth, masks, tissue)
