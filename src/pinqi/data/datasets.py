@@ -415,8 +415,10 @@ class H5Dataset(torch.utils.data.Dataset):
         self._file: h5py.File | None = None
 
     def ground_truth(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Every sample's true ``params`` ``(n, P, H, W)``, ``brain_mask`` ``(n, H, W)`` and
-        ``tissue`` labels ``(n, H, W)`` (None for files without them).
+        """The ground truth of every sample: true parameters, brain mask and tissue labels.
+
+        ``params`` ``(n, P, H, W)``, ``brain_mask`` ``(n, H, W)`` and ``tissue``
+        ``(n, H, W)`` (None for files without labels).
 
         Raises
         ------
@@ -426,9 +428,7 @@ class H5Dataset(torch.utils.data.Dataset):
         if not self.has_ground_truth:
             raise ValueError(f"{self.path} has no ground truth (params, brain_mask)")
         samples = [self[i] for i in range(len(self))]
-        tissue = (
-            torch.stack([s["tissue"] for s in samples]) if "tissue" in self.fields else None
-        )
+        tissue = torch.stack([s["tissue"] for s in samples]) if "tissue" in self.fields else None
         return (
             torch.stack([s["params"] for s in samples]),
             torch.stack([s["brain_mask"] for s in samples]),
