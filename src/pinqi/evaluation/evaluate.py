@@ -365,9 +365,7 @@ def evaluate(
         writer.writerows(rows)
     summary = summarise(rows)
     limit = load_residual_check(checkpoint).limit(result.noise_sigma)
-    flagged = [
-        i for i, (r, c) in enumerate(zip(result.residual_ratio, limit, strict=True)) if not r <= c
-    ]
+    flagged = warn_if_inconsistent(result.residual_ratio, limit, what="sample")
     (out / "summary.md").write_text(
         f"Checkpoint: {checkpoint}\nData: {data} ({len(dataset)} samples)\n\n{summary}\n\n"
         "Errors over the brain-mask pixels. nRMSE = ||x - x_true|| / ||x_true||; MAE = mean "
@@ -382,7 +380,6 @@ def evaluate(
     )
     print(summary)
     print(result.timing())
-    warn_if_inconsistent(result.residual_ratio, limit, what="sample")
     first = {method: maps[0] for method, maps in result.maps.items()}
     plot_maps(out / "maps.png", truth[0], masks[0], first)
     plot_distributions(out / "distributions.png", rows)
