@@ -2,6 +2,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pinqi.nets import PINQI, PINQIConfig, UNet
@@ -38,6 +39,62 @@ def test_factorised_conv3d_equals_conv3d_with_the_same_weights(options):
     grads_f = torch.autograd.grad((got * weight).sum(), [x, *factorised.parameters()])
     for a, b in zip(grads_f, grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """torch's own Conv3d with the weights of a FactorisedConv3d."""
+    return nn.Conv3d.forward(conv, x)
+
+
+def _reference_block(block, x, embedding):
+    """A pseudo-3D residual block written with torch's 3D operations."""
+    norm1, norm2 = block.norm1, block.norm2
+    h = F.group_norm(_conv3d(block.conv1, x), norm1.num_groups, norm1.weight, norm1.bias, norm1.eps)
+    if block.film is not None:
+        scale, shift = block.film.linear(embedding).chunk(2, dim=1)
+        h = h * (1 + scale[..., None, None, None]) + shift[..., None, None, None]
+    h = _conv3d(block.frame_conv, _conv3d(block.conv2, F.silu(h)))
+    h = F.group_norm(h, norm2.num_groups, norm2.weight, norm2.bias, norm2.eps)
+    skip = _conv3d(block.skip, x) if isinstance(block.skip, nn.Conv3d) else x
+    return F.silu(block.alpha * h + skip)
+
+
+def _reference_pseudo3d_unet(net: UNet, x: torch.Tensor, iteration: torch.Tensor) -> torch.Tensor:
+    """The pseudo-3D UNet (paper Sec. 3.2) with Conv3d, 3D max pooling of kernel (1, 2, 2)
+    and trilinear upsampling of scale (1, 2, 2): what the 2D-based code must compute."""
+    embedding = net.embedding(iteration)
+    skips = []
+    for block in net.encoder:
+        x = _reference_block(block, x, embedding)
+        skips.append(x)
+        x = F.max_pool3d(x, (1, 2, 2))
+    x = _reference_block(net.bottleneck, x, None)
+    for up, block, skip in zip(net.up, net.decoder, reversed(skips), strict=True):
+        x = F.interpolate(x, scale_factor=(1, 2, 2), mode="trilinear", align_corners=False)
+        x = _reference_block(block, torch.cat([skip, _conv3d(up, x)], dim=1), embedding)
+    return _conv3d(net.head, x)
+
+
+def test_pseudo3d_unet_equals_its_3d_definition():
+    torch.manual_seed(0)
+    net = UNet(2, 2, (4, 8, 12), pseudo3d=True, embedding_dim=8, norm_groups=4).double()
+    for module in net.modules():  # leave the identity-like initialisation
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.3)
+            nn.init.normal_(module.bias, std=0.3)
+    for block in [*net.encoder, net.bottleneck, *net.decoder]:
+        block.alpha.data.fill_(0.7)
+    x = torch.randn(2, 2, 5, 16, 24, dtype=torch.float64, requires_grad=True)
+    iteration = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    expected = _reference_pseudo3d_unet(net, x, iteration)
+    got = net(x, iteration)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    weight = torch.randn_like(expected)
+    params = list(net.parameters())
+    grads = torch.autograd.grad((expected * weight).sum(), [x, *params])
+    grads_net = torch.autograd.grad((got * weight).sum(), [x, *params])
+    for a, b in zip(grads_net, grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
 def test_factorised_conv3d_refuses_a_full_3d_kernel():

@@ -70,12 +70,20 @@ class UNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool3d(x, (1, 2, 2)) if self.pseudo3d else F.max_pool2d(x, 2)
+        """2x2 max pooling over (H, W); pseudo-3D volumes as 2D images of C * frames channels."""
+        if self.pseudo3d:
+            return F.max_pool2d(x.flatten(1, 2), 2).unflatten(1, x.shape[1:3])
+        return F.max_pool2d(x, 2)
 
     def _upsample(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pseudo3d:
-            return F.interpolate(x, scale_factor=(1, 2, 2), mode="trilinear", align_corners=False)
-        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        """Bilinear 2x upsampling over (H, W).
+
+        For pseudo-3D volumes this is the trilinear interpolation with scale (1, 2, 2) (which
+        leaves the frames as they are), computed as a 2D one: faster on CPUs.
+        """
+        images = x.flatten(1, 2) if self.pseudo3d else x
+        up = F.interpolate(images, scale_factor=2, mode="bilinear", align_corners=False)
+        return up.unflatten(1, x.shape[1:3]) if self.pseudo3d else up
 
     def forward(self, x: torch.Tensor, iteration: torch.Tensor) -> torch.Tensor:
         """Map ``x`` ``(batch, in_channels, [frames,] H, W)`` at ``iteration`` ``(batch,)``."""
