@@ -3,6 +3,7 @@ import torch
 
 from pinqi.physics import CartesianAcquisition
 from pinqi.solvers import ConvergenceWarning, conjugate_gradient, data_consistency
+from pinqi.solvers.data_consistency import solve_data_consistency
 
 from conftest import small_acquisition
 
@@ -103,6 +104,47 @@ def test_gradcheck_coil_maps_unnormalized():
         return data_consistency(k, cc, mask, lambdas, priors, **TIGHT)
 
     assert torch.autograd.gradcheck(f, (coils,))
+
+
+def _with_adjoint_given(kk, cc, mask, lambdas, priors, **settings):
+    """The layer with A^H k computed once outside it (as PINQI's forward does)."""
+    acquisition = CartesianAcquisition(cc, mask)
+    y, _ = solve_data_consistency(
+        acquisition,
+        kk,
+        [lam.expand(len(kk)) for lam in lambdas],
+        priors,
+        kspace_adjoint=acquisition.adjoint(kk),
+        **settings,
+    )
+    return y
+
+
+def test_gradcheck_with_the_adjoint_computed_once_outside():
+    k, coils, mask, lambdas, priors = problem(seed=4, size=(4, 4))
+
+    def f(kk, cc, l1, l2, p1, p2):
+        return _with_adjoint_given(kk, cc, mask, [l1, l2], [p1, p2], **TIGHT)
+
+    inputs = [x.clone().requires_grad_() for x in (k, coils, *lambdas, *priors)]
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_adjoint_computed_outside_gives_the_layers_values_and_gradients():
+    k, coils, mask, lambdas, priors = problem(seed=5)
+    inputs = [x.clone().requires_grad_() for x in (k, coils, *lambdas, *priors)]
+    weight = torch.randn(priors[0].shape, dtype=k.dtype, generator=torch.Generator().manual_seed(6))
+
+    def value_and_grads(layer):
+        kk, cc, l1, l2, p1, p2 = inputs
+        y = layer(kk, cc, mask, [l1, l2], [p1, p2], **TIGHT)
+        return y, torch.autograd.grad((weight.conj() * y).real.sum(), inputs)
+
+    y_given, grads_given = value_and_grads(_with_adjoint_given)
+    y_layer, grads_layer = value_and_grads(data_consistency)
+    torch.testing.assert_close(y_given, y_layer)
+    for a, b in zip(grads_given, grads_layer, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_memory_of_implicit_layer_independent_of_iterations():

@@ -87,7 +87,10 @@ class FactorisedConv3d(nn.Conv3d):
         if self.kernel_size[1:] == (1, 1):
             x = x.reshape(batch, -1, frames, height * width)
             pad = self.padding[0]
-            if pad and self.padding_mode != "zeros":
+            if pad and self.padding_mode == "replicate":
+                x = torch.cat([x[:, :, :1]] * pad + [x] + [x[:, :, -1:]] * pad, dim=2)
+                pad = 0
+            elif pad and self.padding_mode != "zeros":
                 x = F.pad(x, (0, 0, pad, pad), mode=self.padding_mode)
                 pad = 0
             out = F.conv2d(x, self.weight[..., 0], self.bias, padding=(pad, 0))

@@ -114,14 +114,18 @@ def checked_inputs(
 
 
 def cg_initial_images(
-    acquisition: CartesianAcquisition, kspace: torch.Tensor, iterations: int
+    acquisition: CartesianAcquisition,
+    kspace: torch.Tensor,
+    iterations: int,
+    kspace_adjoint: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A few CG iterations on A^H A y = A^H k from y = A^H k: the initial images y_0.
 
     Differentiated through the (few) iterations, so that gradients with respect to the
     k-space and the coil maps include the path through y_0 into the networks.
+    ``kspace_adjoint`` is A^H k if the caller has it already.
     """
-    adjoint = acquisition.adjoint(kspace)
+    adjoint = acquisition.adjoint(kspace) if kspace_adjoint is None else kspace_adjoint
     y, _ = conjugate_gradient(
         acquisition.gram, adjoint, adjoint, max_iter=iterations, tol=0.0, early_exit=False
     )
@@ -148,6 +152,7 @@ def cascade(
     """
     y, images = y0, [y0]
     batch = len(kspace)
+    kspace_adjoint = acquisition.adjoint(kspace)
     for i, strength in enumerate(strengths.to(kspace.real.dtype)):
         y, _ = solve_data_consistency(
             acquisition,
@@ -157,6 +162,7 @@ def cascade(
             max_iter=max_iter,
             tol=data_consistency_tolerance(kspace.dtype),
             x0=y,
+            kspace_adjoint=kspace_adjoint,
         )
         images.append(y)
     return images
@@ -443,14 +449,21 @@ class PINQI(nn.Module):
         """``torch.compile(net)``, made once per UNet and kept outside the module tree."""
         cache = self.__dict__.setdefault("_compiled_unets", {})
         if id(net) not in cache:
-            cache[id(net)] = torch.compile(net)
+            # static shapes: one graph per input shape (a training run has one or two);
+            # inductor's dynamic shapes failed on the UNets' backward (torch 2.13, CPU)
+            cache[id(net)] = torch.compile(net, dynamic=False)
         return cache[id(net)]
 
     def initial_images(
-        self, acquisition: CartesianAcquisition, kspace: torch.Tensor
+        self,
+        acquisition: CartesianAcquisition,
+        kspace: torch.Tensor,
+        kspace_adjoint: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """y_0: :func:`cg_initial_images` with ``cg_init_iterations``."""
-        return cg_initial_images(acquisition, kspace, self.config.cg_init_iterations)
+        return cg_initial_images(
+            acquisition, kspace, self.config.cg_init_iterations, kspace_adjoint
+        )
 
     def forward(
         self, kspace: torch.Tensor, coil_maps: torch.Tensor, mask: torch.Tensor
@@ -470,7 +483,8 @@ class PINQI(nn.Module):
         config = self.config
         batch = acquisition.image_shape[0]
         lam = {name: value.to(kspace.real.dtype) for name, value in self.strengths().items()}
-        y = self.initial_images(acquisition, kspace)
+        kspace_adjoint = acquisition.adjoint(kspace)  # A^H k, once for every layer
+        y = self.initial_images(acquisition, kspace, kspace_adjoint)
         p_reg = self.predict_parameters(y, 0)
         p = p_reg
         out = PINQIOutput([p], [y], [p_reg])
@@ -495,6 +509,7 @@ class PINQI(nn.Module):
                 tol=data_consistency_tolerance(kspace.dtype),
                 x0=y,
                 early_exit=None if sync_free is None else not sync_free,
+                kspace_adjoint=kspace_adjoint,
             )
             out.cg_infos.append(cg_info)
             if config.iterate_networks:

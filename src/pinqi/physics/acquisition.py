@@ -186,7 +186,7 @@ class CartesianAcquisition:
         return self._per_frame(frame_op, self._gram_mask, y)
 
     def coil_map_gradient(
-        self, y: torch.Tensor, g: torch.Tensor, kspace: torch.Tensor
+        self, y: torch.Tensor, g: torch.Tensor, kspace: torch.Tensor | None
     ) -> torch.Tensor:
         """Gradient of Re <g, A^H (k - A y)> with respect to the coil maps (paper Eq. 18).
 
@@ -200,13 +200,16 @@ class CartesianAcquisition:
         y, g
             Complex images ``(batch, n_tau, H, W)``.
         kspace
-            Complex k-space ``(batch, n_tau, n_coils, H, W)``.
+            Complex k-space ``(batch, n_tau, n_coils, H, W)``; None leaves out its term (the
+            gradient of -Re <g, A^H A y> only, for a caller that differentiates A^H k itself).
 
         Returns
         -------
         torch.Tensor
             Complex ``(batch, n_coils, H, W)``.
         """
+        if kspace is None:
+            return self._per_frame(_coil_map_gradient_frames, self.mask, y, g).sum(1)
         return self._per_frame(_coil_map_gradient_frames, self.mask, y, g, kspace).sum(1)
 
 
@@ -244,9 +247,11 @@ def _coil_map_gradient_frames(
     mask: torch.Tensor,
     y: torch.Tensor,
     g: torch.Tensor,
-    kspace: torch.Tensor,
+    kspace: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One frame of :meth:`CartesianAcquisition.coil_map_gradient`: (..., n_coils, H, W)."""
-    residual = _forward_frames(coil_maps, mask, y) - mask.unsqueeze(-3) * kspace
+    residual = _forward_frames(coil_maps, mask, y)
+    if kspace is not None:
+        residual = residual - mask.unsqueeze(-3) * kspace
     a_g = _forward_frames(coil_maps, mask, g)
     return -(ifft2c(residual) * g.conj().unsqueeze(-3) + ifft2c(a_g) * y.conj().unsqueeze(-3))

@@ -10,9 +10,14 @@ from pinqi.solvers.convergence import SolverInfo
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample real part of <a, b> = sum conj(a) b over all but the first axis: ``(batch,)``."""
-    prod = a.conj() * b if a.is_complex() else a * b
-    return prod.flatten(1).sum(1).real
+    """Per-sample real part of <a, b> = sum conj(a) b over all but the first axis: ``(batch,)``.
+
+    For complex inputs Re(conj(a) b) = Re a Re b + Im a Im b: one real product of the
+    interleaved values instead of a complex one.
+    """
+    if a.is_complex():
+        a, b = torch.view_as_real(a), torch.view_as_real(b)
+    return (a * b).flatten(1).sum(1)
 
 
 def per_sample(scalar: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -81,11 +86,11 @@ def conjugate_gradient(
         ap = operator(p)
         pap = _dot(p, ap)
         alpha = torch.where(active & (pap > 0), rs / torch.where(pap > 0, pap, 1), 0)
-        x = x + per_sample(alpha, x) * p
-        r = r - per_sample(alpha, r) * ap
+        x = torch.addcmul(x, per_sample(alpha, x), p)
+        r = torch.addcmul(r, per_sample(alpha, r), ap, value=-1)
         rs_new = _dot(r, r)
         beta = torch.where(active, rs_new / torch.where(rs > 0, rs, 1), 0)
-        p = r + per_sample(beta, p) * p
+        p = torch.addcmul(r, per_sample(beta, p), p)
         rs = torch.where(active, rs_new, rs)
         active = active & (torch.sqrt(rs) > threshold)
     residual = torch.sqrt(rs.detach()) / torch.where(rhs_norm > 0, rhs_norm, 1).detach()

@@ -28,13 +28,12 @@ def _normal_operator(
 
 
 def _normal_rhs(
-    acquisition: CartesianAcquisition,
-    kspace: torch.Tensor,
+    kspace_adjoint: torch.Tensor,
     lambdas: Sequence[torch.Tensor],
     priors: Sequence[torch.Tensor],
 ) -> torch.Tensor:
     """The right-hand side b = A^H k + sum_i lambda_i y_i of the normal equations."""
-    rhs = acquisition.adjoint(kspace)
+    rhs = kspace_adjoint
     for lam, prior in zip(lambdas, priors, strict=True):
         rhs = rhs + per_sample(lam, prior) * prior
     return rhs
@@ -63,6 +62,10 @@ class _ImplicitDataConsistency(torch.autograd.Function):
     - dL/dk   = A g,
     - dL/dc_j = -sum_tau [F^H (A_j y* - S k_j) conj(g) + F^H (A_j g) conj(y*)].
 
+    With ``given_adjoint``, the ``kspace`` input is A^H k itself (computed once by the caller,
+    e.g. once per network forward): then dL/d(A^H k) = g, and dL/dc_j keeps only the terms of
+    A^H A; autograd adds those of A^H k through the caller's adjoint.
+
     Nothing of the forward iterations is stored, so memory does not grow with ``max_iter``.
     """
 
@@ -74,6 +77,7 @@ class _ImplicitDataConsistency(torch.autograd.Function):
         tol: float,
         warn: bool,
         early_exit: bool,
+        given_adjoint: bool,
         mask: torch.Tensor,
         x0: torch.Tensor | None,
         kspace: torch.Tensor,
@@ -83,13 +87,14 @@ class _ImplicitDataConsistency(torch.autograd.Function):
         lambdas, priors = lambdas_and_priors[:n], lambdas_and_priors[n:]
         acquisition = CartesianAcquisition.unchecked(coil_maps, mask)
         operator = _normal_operator(acquisition, lambdas)
-        rhs = _normal_rhs(acquisition, kspace, lambdas, priors)
+        kspace_adjoint = kspace if given_adjoint else acquisition.adjoint(kspace)
+        rhs = _normal_rhs(kspace_adjoint, lambdas, priors)
         y, info = conjugate_gradient(
             operator, rhs, x0, max_iter=max_iter, tol=tol, early_exit=early_exit
         )
         ctx.save_for_backward(kspace, coil_maps, mask, y, *lambdas_and_priors)
         ctx.n, ctx.max_iter, ctx.tol, ctx.warn = n, max_iter, tol, warn
-        ctx.early_exit = early_exit
+        ctx.early_exit, ctx.given_adjoint = early_exit, given_adjoint
         ctx.mark_non_differentiable(info.residual, info.converged)
         return y, info
 
@@ -106,15 +111,20 @@ class _ImplicitDataConsistency(torch.autograd.Function):
         if ctx.warn:
             warn_if_not_converged(info, "data_consistency backward CG", "batch element")
         needs = ctx.needs_input_grad
-        grad_k = acquisition.forward(g) if needs[7] else None
-        grad_c = acquisition.coil_map_gradient(y, g, kspace) if needs[8] else None
+        grad_k = None
+        if needs[8]:
+            grad_k = g if ctx.given_adjoint else acquisition.forward(g)
+        grad_c = None
+        if needs[9]:
+            measured = None if ctx.given_adjoint else kspace
+            grad_c = acquisition.coil_map_gradient(y, g, measured)
         grad_lambdas = [
-            _real_inner(g, prior - y) if needs[9 + i] else None for i, prior in enumerate(priors)
+            _real_inner(g, prior - y) if needs[10 + i] else None for i, prior in enumerate(priors)
         ]
         grad_priors = [
-            per_sample(lam, g) * g if needs[9 + n + i] else None for i, lam in enumerate(lambdas)
+            per_sample(lam, g) * g if needs[10 + n + i] else None for i, lam in enumerate(lambdas)
         ]
-        return (None,) * 7 + (grad_k, grad_c, *grad_lambdas, *grad_priors)
+        return (None,) * 8 + (grad_k, grad_c, *grad_lambdas, *grad_priors)
 
 
 def data_consistency(
@@ -225,12 +235,16 @@ def solve_data_consistency(
     implicit: bool = True,
     warn: bool = False,
     early_exit: bool | None = None,
+    kspace_adjoint: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, SolverInfo]:
     """:func:`data_consistency` without input checks.
 
     For networks that validate their inputs once at their entry point and call the layer many
     times. ``lambdas`` are ``(batch,)`` tensors on the data's device and dtype, ``priors`` and
     ``x0`` complex ``(batch, n_tau, H, W)``; ``warn`` only concerns the backward solve.
+    ``kspace_adjoint``, if given, is ``acquisition.adjoint(kspace)`` computed once by the
+    caller for all its layers (then ``kspace`` is not read); gradients reach ``kspace`` and the
+    coil maps through it as through the layer's own adjoint.
     Without ``early_exit`` both CG solves run ``max_iter`` iterations (converged elements
     frozen on the device) and never read a value back (no host synchronisation; capturable);
     with it they stop once all elements have converged. None (default): early exits on the
@@ -247,13 +261,16 @@ def solve_data_consistency(
             tol,
             warn,
             early_exit,
+            kspace_adjoint is not None,
             acquisition.mask,
             x0,
-            kspace,
+            kspace if kspace_adjoint is None else kspace_adjoint,
             acquisition.coil_maps,
             *lambdas,
             *priors,
         )
     operator = _normal_operator(acquisition, lambdas)
-    rhs = _normal_rhs(acquisition, kspace, lambdas, priors)
+    if kspace_adjoint is None:
+        kspace_adjoint = acquisition.adjoint(kspace)
+    rhs = _normal_rhs(kspace_adjoint, lambdas, priors)
     return conjugate_gradient(operator, rhs, x0, max_iter=max_iter, tol=tol, early_exit=early_exit)
