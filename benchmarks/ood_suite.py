@@ -71,12 +71,17 @@ def run_condition(model, data, split: str, n: int, seed: int, check, adapt: bool
         for m in ("PINQI", "CG-SENSE + fit")
     }
     limit = check.limit(result.noise_sigma)
-    ratio = result.residual_ratio
+    t1_limit = check.disagreement_limit(result.noise_sigma)
+    ratio, apart = result.residual_ratio, result.t1_disagreement
+    flagged = check.flags(ratio, apart, result.noise_sigma)
     adapted = {}
-    for i in torch.nonzero(ratio.double() > limit).flatten().tolist()[:adapt]:
+    for i in torch.nonzero(flagged).flatten().tolist()[:adapt]:
         inputs = [samples[i][k][None] for k in INPUTS]
         fit = float(result.kspace_residual["CG-SENSE + fit"][i])
-        network, report = adapt_to_slice(model, *inputs, fit)
+        fit_maps = result.maps["CG-SENSE + fit"][i : i + 1]
+        network, report = adapt_to_slice(
+            model, *inputs, fit, fit_params=fit_maps, disagreement_target=check.disagreement_median
+        )
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             params = network(*inputs).parameters[-1]
@@ -91,7 +96,9 @@ def run_condition(model, data, split: str, n: int, seed: int, check, adapt: bool
             "t1_nrmse_fit": float(errors["CG-SENSE + fit"][i]),
             "residual_ratio": float(ratio[i]),
             "limit": float(limit[i]),
-            "flagged": bool(ratio[i] > limit[i]),
+            "t1_disagreement": float(apart[i]),
+            "t1_disagreement_limit": float(t1_limit[i]),
+            "flagged": bool(flagged[i]),
             "failed": bool(errors["PINQI"][i] > FAILED_FACTOR * errors["CG-SENSE + fit"][i]),
             "t1_nrmse_adapted": adapted[i][0] if i in adapted else float(errors["PINQI"][i]),
             "adapt_steps": adapted[i][1].steps if i in adapted else 0,

@@ -70,6 +70,23 @@ def test_adaptation_stops_at_the_target_and_leaves_the_model_alone():
     assert not any(p.requires_grad for p in adapted.parameters())
 
 
+def test_adaptation_goes_on_until_t1_agrees_with_the_fit():
+    model, _ = load_model("default")
+    data = phantom_slice(0.25)
+    inputs = [data[k] for k in INPUTS]
+    with torch.no_grad():
+        params = model(*inputs).parameters[-1]
+        check = check_consistency(model.signal_model, params, *inputs)
+    fit = float(check.kspace_residual["CG-SENSE + fit"][0])
+    easy = AdaptConfig(target_ratio=10.0, max_steps=3, warmup_steps=2)  # the ratio is met
+    _, report = adapt_to_slice(model, *inputs, fit, easy, check.baseline, 1e3)
+    assert report.steps == 0  # and so is a loose disagreement target
+    assert report.disagreement_before == pytest.approx(float(check.t1_disagreement[0]), rel=1e-4)
+    _, report = adapt_to_slice(model, *inputs, fit, easy, check.baseline, 0.0)
+    assert report.steps == 3  # T1 never agrees exactly: the whole budget
+    assert report.ratio_after < report.ratio_before and report.disagreement_after is not None
+
+
 def test_bad_settings_and_batches_are_refused():
     with pytest.raises(ValueError, match="learning_rate > 0"):
         AdaptConfig(learning_rate=0.0)

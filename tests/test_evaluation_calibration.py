@@ -55,11 +55,16 @@ def test_export_stores_the_calibrated_limit(tmp_path):
     main(["export", "--checkpoint", str(last), "--out", str(out), "--calibration-samples", "3"])
     check = torch.load(out, weights_only=False)["card"]["residual_check"]
     assert check["n_samples"] == 3 and check["median"] <= check["max"]
-    # 3 slices: one noise band, and too few for the rank, so the largest ratio (at least 1)
-    assert check["limits"] == [pytest.approx(max(1.0, check["max"]))]
+    # 3 slices: one noise band, and too few for the rank, so the largest combined score:
+    # neither limit below its largest statistic
+    assert len(check["limits"]) == len(check["t1_disagreement_limits"]) == 1
+    assert check["limits"][0] >= max(1.0, check["max"]) * (1 - 1e-9)
+    assert check["t1_disagreement_limits"][0] >= check["t1_disagreement_median"] * (1 - 1e-9)
     assert check["noise_edges"] == [] and check["false_alarm"] == 0.05
     assert residual_ratio_limit(out) == pytest.approx(check["limit"])
-    assert load_residual_check(out).limits == pytest.approx(tuple(check["limits"]))
+    stored = load_residual_check(out)
+    assert stored.limits == pytest.approx(tuple(check["limits"]))
+    assert stored.disagreement_limits == pytest.approx(tuple(check["t1_disagreement_limits"]))
     # the same numbers from Python: the validation slices are fixed by the config's seed
     model, config = load_model(out)
     again = calibrate_residual_check(model, config, 3, progress=False)
@@ -132,3 +137,44 @@ def test_residual_check_bands_and_older_cards():
     assert ResidualCheck.from_card({}).limits == (RESIDUAL_RATIO_LIMIT,)
     with pytest.raises(ValueError, match="one limit more"):
         ResidualCheck((1.0,), (0.1,))
+
+
+def test_two_statistics_calibrated_together_keep_the_false_alarm_rate():
+    """Limits of the ratio and of the T1 disagreement from one score: <= 5 % for the pair."""
+    g = torch.Generator().manual_seed(1)
+    exceed, exceed_ratio_alone = [], []
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        noise = torch.rand(n, generator=g) * 0.04
+        ratio = 1 + torch.rand(n, generator=g) * (0.5 - 10 * noise)
+        disagreement = 0.15 + 0.05 * torch.randn(n, generator=g).abs()
+        return ratio, disagreement, noise
+
+    for _ in range(400):
+        ratio, disagreement, noise = draw(64)
+        check = residual_check_from_ratios(ratio, noise, disagreement=disagreement)
+        fresh_ratio, fresh_disagreement, fresh_noise = draw(64)
+        flags = check.flags(fresh_ratio, fresh_disagreement, fresh_noise)
+        exceed.append(float(flags.double().mean()))
+        alone = fresh_ratio.double() > check.limit(fresh_noise)
+        exceed_ratio_alone.append(float(alone.double().mean()))
+    assert len(check.disagreement_limits) == len(check.limits) == 2
+    assert sum(exceed) / len(exceed) <= 0.05 + 0.01
+    # the pair shares the rate: each statistic alone flags fewer
+    assert sum(exceed_ratio_alone) < sum(exceed)
+
+
+def test_flags_use_either_statistic_and_nan_counts_as_above():
+    check = ResidualCheck((1.4, 1.1), (0.02,), 0.05, (0.3, 0.25))
+    noise = torch.tensor([0.01, 0.03, 0.03, 0.03, 0.01])
+    ratio = torch.tensor([1.3, 1.2, 1.0, float("nan"), 1.0])
+    disagreement = torch.tensor([0.1, 0.1, 0.26, 0.1, 0.26])
+    assert check.flags(ratio, disagreement, noise).tolist() == [False, True, True, True, False]
+    assert check.disagreement_limit(noise).tolist() == [0.3, 0.25, 0.25, 0.25, 0.3]
+    ratio_only = ResidualCheck((1.4, 1.1), (0.02,))
+    assert torch.isinf(ratio_only.disagreement_limit(noise)).all()
+    assert ResidualCheck.from_card(
+        {"limits": [1.4, 1.1], "noise_edges": [0.02], "t1_disagreement_limits": [0.3, 0.25]}
+    ) == ResidualCheck((1.4, 1.1), (0.02,), None, (0.3, 0.25))
+    with pytest.raises(ValueError, match="one T1 disagreement limit per noise band"):
+        ResidualCheck((1.4, 1.1), (0.02,), 0.05, (0.3,))

@@ -13,6 +13,7 @@ from pinqi.evaluation.consistency import (
     estimate_noise_sigma,
     excess_residual_map,
     kspace_residual,
+    t1_disagreement,
     warn_if_inconsistent,
 )
 from pinqi.physics import CartesianAcquisition, SaturationRecovery
@@ -93,3 +94,45 @@ def test_excess_map_is_zero_for_equal_residuals_and_one_for_twice_the_power():
     torch.testing.assert_close(excess_residual_map(fit, fit), torch.zeros(2, 16, 16))
     doubled = excess_residual_map(fit * 2**0.5, fit)
     torch.testing.assert_close(doubled, torch.ones(2, 16, 16))
+
+
+def _maps_with_noise(seed: int, t1_factor: float = 1.0, size: int = 48) -> tuple:
+    """Smooth truth, a noisy "fit" of it and a "PINQI" map with T1 scaled by ``t1_factor``."""
+    g = torch.Generator().manual_seed(seed)
+    model = SaturationRecovery(torch.tensor([0.5, 1.0, 1.5, 2.0, 8.0]))
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    inside = (xx**2 + yy**2 < 0.8).float()
+    t1 = 0.8 + 1.5 * (xx + 1) / 2
+    truth = torch.stack([inside, 0 * inside, 1 / t1])[None]
+    fit = truth.clone()
+    fit[:, 2] = fit[:, 2] * torch.exp(0.3 * torch.randn(size, size, generator=g))  # noisy R1
+    pinqi = truth.clone()
+    pinqi[:, 2] = pinqi[:, 2] / t1_factor
+    return model, pinqi, fit, inside
+
+
+def test_t1_disagreement_averages_out_the_fits_noise_and_keeps_a_bias():
+    model, pinqi, fit, _ = _maps_with_noise(0)
+    same = float(t1_disagreement(model, pinqi, fit))
+    without_smoothing = float(t1_disagreement(model, pinqi, fit, window=1))
+    assert same < 0.1 < 0.2 < without_smoothing  # noise of 0.3 in ln R1, mostly averaged out
+    model, biased, fit, _ = _maps_with_noise(0, t1_factor=1.5)
+    assert float(t1_disagreement(model, biased, fit)) == pytest.approx(0.405, abs=0.05)  # ln 1.5
+    assert float(t1_disagreement(model, fit, fit)) == 0.0
+
+
+def test_t1_disagreement_ignores_pixels_without_signal():
+    model, pinqi, fit, inside = _maps_with_noise(1)
+    reference = t1_disagreement(model, pinqi, fit)
+    garbage = fit.clone()
+    garbage[:, 2] = torch.where(inside > 0, fit[:, 2], torch.full_like(fit[:, 2], 19.0))
+    torch.testing.assert_close(t1_disagreement(model, pinqi, garbage), reference)
+
+
+def test_warning_names_the_t1_disagreement():
+    ratio = torch.tensor([1.0, 1.0])
+    with pytest.warns(OutOfDistributionWarning, match=r"at 1 of 2 slices \(1; T1 50 % apart"):
+        flagged = warn_if_inconsistent(
+            ratio, 1.5, "slice", torch.tensor([0.1, 0.405465]), torch.tensor([0.2, 0.2])
+        )
+    assert flagged == [1]

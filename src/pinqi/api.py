@@ -24,6 +24,7 @@ from pinqi.evaluation.consistency import (
     load_residual_check,
     residual_map,
     residual_ratio,
+    t1_disagreement,
     warn_if_inconsistent,
 )
 from pinqi.evaluation.evaluate import check_acquisition, resolve_device
@@ -79,9 +80,11 @@ def reconstruct_maps(
     dict
         ``params`` ``(batch, P, H, W)`` (R1 last, 1/s), ``t1`` ``(batch, H, W)`` in s, ``m0``
         complex ``(batch, H, W)``; with ``check`` also ``residual_ratio``, its limit for each
-        slice's noise level ``residual_limit``, the estimated ``noise_sigma`` and the flag
-        ``out_of_distribution`` (ratio above the limit), each ``(batch,)``, and the per-pixel
-        ``residual`` ``(batch, H, W)``. On the CPU.
+        slice's noise level ``residual_limit``, the T1 disagreement with the plain fit
+        ``t1_disagreement`` and its limit ``t1_disagreement_limit``, the estimated
+        ``noise_sigma`` and the flag ``out_of_distribution`` (either statistic above its
+        limit), each ``(batch,)``, and the per-pixel ``residual`` ``(batch, H, W)``. On the
+        CPU.
     """
     if adapt is not None and not check:
         raise ValueError("adapt needs check=True: only slices the data check flags are adapted")
@@ -106,19 +109,26 @@ def reconstruct_maps(
         if check:
             consistency = check_consistency(model.signal_model, params, *inputs)
             ratio = residual_ratio(consistency.kspace_residual).cpu()
+            disagreement = consistency.t1_disagreement.cpu()
             noise_sigma = estimate_noise_sigma(inputs[0], inputs[2]).cpu()
-            limit = load_residual_check(checkpoint).limit(noise_sigma)
-            warn_if_inconsistent(ratio, limit)
-            flagged = ~(ratio.double() <= limit)
+            limits = load_residual_check(checkpoint)
+            limit = limits.limit(noise_sigma)
+            t1_limit = limits.disagreement_limit(noise_sigma)
+            warn_if_inconsistent(ratio, limit, "slice", disagreement, t1_limit)
+            flagged = limits.flags(ratio, disagreement, noise_sigma)
             if adapt is not None:
                 steps = torch.zeros(len(ratio), dtype=torch.long)
                 fit = consistency.kspace_residual["CG-SENSE + fit"]
                 for i in torch.nonzero(flagged).flatten().tolist():
                     one = tuple(x[i : i + 1] for x in inputs)
-                    adapted, report = adapt_to_slice(model, *one, float(fit[i]), adapt)
+                    baseline = consistency.baseline[i : i + 1]
+                    adapted, report = adapt_to_slice(
+                        model, *one, float(fit[i]), adapt, baseline, limits.disagreement_median
+                    )
                     p = adapted(*one).parameters[-1]
                     params = torch.cat([params[:i], p, params[i + 1 :]])
                     ratio[i] = report.ratio_after
+                    disagreement[i] = t1_disagreement(model.signal_model, p, baseline)[0].cpu()
                     steps[i] = report.steps
                 result["adapt_steps"] = steps
                 result["params"] = params.cpu()
@@ -126,6 +136,8 @@ def reconstruct_maps(
                 result["m0"] = torch.complex(params[:, 0], params[:, 1]).cpu()
             result["residual_ratio"] = ratio
             result["residual_limit"] = limit
+            result["t1_disagreement"] = disagreement
+            result["t1_disagreement_limit"] = t1_limit
             result["noise_sigma"] = noise_sigma
             result["out_of_distribution"] = flagged
             acquisition = CartesianAcquisition(*inputs[1:])

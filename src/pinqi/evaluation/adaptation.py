@@ -7,9 +7,11 @@ network is fine-tuned on one slice with the only loss available without ground t
 data residual ||A q(p) - k||^2 of its maps over the sampled k-space, and stopped by the
 discrepancy principle: as soon as the maps explain the slice's k-space a little better than
 the plain CG-SENSE + fit does (whose residual is the noise where it explains the data), i.e.
-PINQI's residual ratio falls to ``target_ratio``. Fitting the data further would fit the
-noise. The signal model keeps the maps physical: three parameters per pixel must explain
-every delay and coil.
+PINQI's residual ratio falls to ``target_ratio``, and, given the fit's maps and a target, once
+PINQI's T1 disagrees with the fit's no more than on a typical slice of the model's own data
+(:func:`~pinqi.evaluation.consistency.t1_disagreement`, the median of its calibration).
+Fitting the data further would fit the noise. The signal model keeps the maps physical:
+three parameters per pixel must explain every delay and coil.
 
 Only slices that the calibrated data check flags are adapted by :func:`pinqi.evaluation.
 evaluate.reconstruct` (``--adapt``): elsewhere the prior is what the model was trained to
@@ -19,11 +21,13 @@ supply, and adapting would trade it for the plain fit's noise.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 
 import torch
 
+from pinqi.evaluation.consistency import t1_disagreement
 from pinqi.nets.pinqi import PINQI
 from pinqi.physics import CartesianAcquisition
 
@@ -75,12 +79,16 @@ class Adaptation:
         PINQI's k-space residual over the plain fit's before and after.
     seconds
         Wall time of the adaptation.
+    disagreement_before, disagreement_after
+        PINQI's T1 disagreement with the fit before and after (None without the fit's maps).
     """
 
     steps: int
     ratio_before: float
     ratio_after: float
     seconds: float
+    disagreement_before: float | None = None
+    disagreement_after: float | None = None
 
 
 def relative_residual(
@@ -103,6 +111,8 @@ def adapt_to_slice(
     mask: torch.Tensor,
     fit_residual: float,
     config: AdaptConfig = AdaptConfig(),
+    fit_params: torch.Tensor | None = None,
+    disagreement_target: float | None = None,
 ) -> tuple[PINQI, Adaptation]:
     """A copy of ``model`` fine-tuned on one slice's k-space, and what it did.
 
@@ -119,6 +129,11 @@ def adapt_to_slice(
         stopping rule aims at.
     config
         Step size, step budget and the target residual ratio.
+    fit_params, disagreement_target
+        The plain fit's maps ``(1, P, H, W)`` and a T1 disagreement to reach (the model's
+        :attr:`~pinqi.evaluation.consistency.ResidualCheck.disagreement_median`): with both,
+        the adaptation also goes on (within ``max_steps``) until PINQI's T1 disagreement with
+        the fit is at most the target.
 
     Returns
     -------
@@ -138,13 +153,19 @@ def adapt_to_slice(
         optimiser, lambda step: min(1.0, (step + 1) / config.warmup_steps)
     )
     target = (config.target_ratio * fit_residual) ** 2
-    steps, first = 0, None
+    apart_limit = math.inf if disagreement_target is None else disagreement_target
+    steps, first, apart, first_apart = 0, None, None, None
     with torch.enable_grad():
         while True:
-            loss, _ = relative_residual(adapted, kspace, coil_maps, mask)
+            loss, params = relative_residual(adapted, kspace, coil_maps, mask)
             ratio = float(loss.detach().sqrt()) / fit_residual
             first = ratio if first is None else first
-            if float(loss.detach()) <= target or steps == config.max_steps:
+            if fit_params is not None:
+                with torch.no_grad():
+                    apart = float(t1_disagreement(adapted.signal_model, params, fit_params))
+                first_apart = apart if first_apart is None else first_apart
+            passes = float(loss.detach()) <= target and not (apart or 0.0) > apart_limit
+            if passes or steps == config.max_steps:
                 break
             optimiser.zero_grad()
             loss.sum().backward()
@@ -152,4 +173,5 @@ def adapt_to_slice(
             warmup.step()
             steps += 1
     adapted.eval().requires_grad_(False)
-    return adapted, Adaptation(steps, first, ratio, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return adapted, Adaptation(steps, first, ratio, seconds, first_apart, apart)

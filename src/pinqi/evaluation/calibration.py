@@ -12,6 +12,12 @@ coverage extras), per band of the estimated noise level
 for a chosen false-alarm rate: a new slice from the same distribution exceeds its band's limit
 with probability at most that rate. They are stored in the model card (``pinqi export``),
 where :func:`~pinqi.evaluation.consistency.load_residual_check` finds them.
+
+With the T1 disagreement (:func:`~pinqi.evaluation.consistency.t1_disagreement`) as a second
+statistic, both limits of a band come from one conformal quantile of the larger of the two
+statistics, each divided by its median on the calibration slices: a new in-distribution slice
+exceeds either limit with probability at most the chosen rate (no split of the rate between
+the two).
 """
 
 from __future__ import annotations
@@ -48,12 +54,19 @@ def conformal_limit(values: torch.Tensor, false_alarm: float) -> float:
 
 
 def residual_check_from_ratios(
-    ratio: torch.Tensor, noise_sigma: torch.Tensor, false_alarm: float = FALSE_ALARM_RATE
+    ratio: torch.Tensor,
+    noise_sigma: torch.Tensor,
+    false_alarm: float = FALSE_ALARM_RATE,
+    disagreement: torch.Tensor | None = None,
 ) -> ResidualCheck:
     """Limits per noise band from in-distribution ``ratio`` and ``noise_sigma`` ``(n,)``.
 
     The slices are split at the quantiles of their noise level into bands of at least
-    :data:`SLICES_PER_BAND`; each band's limit is its :func:`conformal_limit`, at least 1.
+    :data:`SLICES_PER_BAND`. Without ``disagreement``, each band's ratio limit is its
+    :func:`conformal_limit`. With the slices' T1 ``disagreement`` ``(n,)``, each band's
+    score is max(ratio / its median in the band, disagreement / its median over all slices)
+    (the disagreement hardly depends on the noise), and the band's two limits are the
+    score's conformal limit times the two medians. Ratio limits are at least 1.
     """
     bands = max(1, len(ratio) // SLICES_PER_BAND)
     noise = noise_sigma.detach().double()
@@ -63,8 +76,27 @@ def residual_check_from_ratios(
         else noise.new_zeros(0)
     )
     band = torch.bucketize(noise, edges)
-    limits = tuple(max(1.0, conformal_limit(ratio[band == b], false_alarm)) for b in range(bands))
-    return ResidualCheck(limits, tuple(edges.tolist()), false_alarm)
+    ratio = ratio.detach().double()
+    if disagreement is None:
+        limits = tuple(
+            max(1.0, conformal_limit(ratio[band == b], false_alarm)) for b in range(bands)
+        )
+        return ResidualCheck(limits, tuple(edges.tolist()), false_alarm)
+    disagreement = disagreement.detach().double()
+    t1_scale = float(disagreement.median())
+    if not t1_scale > 0:
+        raise ValueError("the T1 disagreement of the calibration slices is zero (median)")
+    ratio_limits, t1_limits = [], []
+    for b in range(bands):
+        in_band = band == b
+        ratio_scale = float(ratio[in_band].median())
+        score = torch.maximum(ratio[in_band] / ratio_scale, disagreement[in_band] / t1_scale)
+        quantile = conformal_limit(score, false_alarm)
+        ratio_limits.append(max(1.0, quantile * ratio_scale))
+        t1_limits.append(quantile * t1_scale)
+    return ResidualCheck(
+        tuple(ratio_limits), tuple(edges.tolist()), false_alarm, tuple(t1_limits), t1_scale
+    )
 
 
 def calibrate_residual_check(
@@ -75,15 +107,16 @@ def calibrate_residual_check(
     progress: bool = True,
     false_alarm: float = FALSE_ALARM_RATE,
 ) -> dict:
-    """Residual ratios of ``model`` on ``n_samples`` validation slices, and its limits.
+    """Residual ratios and T1 disagreements of ``model`` on validation slices; its limits.
 
     Returns
     -------
     dict
         For the model card: ``limits`` (per noise band, :func:`residual_check_from_ratios`),
         ``noise_edges``, ``false_alarm``, ``limit`` (the largest limit, for readers of older
-        cards), ``max`` and ``median`` of the ratios, ``n_samples`` and ``data`` (what the
-        slices were).
+        cards), ``max`` and ``median`` of the ratios, ``t1_disagreement_limits`` (per band)
+        and the disagreements' ``t1_disagreement_median``, ``n_samples`` and ``data`` (what
+        the slices were).
     """
     from pinqi.data.datasets import SimulatedDataset
     from pinqi.evaluation.evaluate import reconstruct_all
@@ -93,7 +126,8 @@ def calibrate_residual_check(
     dataset = SimulatedDataset(data, "val", n_samples, seed=seed)
     result = reconstruct_all(model, dataset, 4, baseline=True, progress=progress, device=device)
     ratio = result.residual_ratio
-    check = residual_check_from_ratios(ratio, result.noise_sigma, false_alarm)
+    disagreement = result.t1_disagreement
+    check = residual_check_from_ratios(ratio, result.noise_sigma, false_alarm, disagreement)
     return {
         "limits": list(check.limits),
         "noise_edges": list(check.noise_edges),
@@ -101,6 +135,8 @@ def calibrate_residual_check(
         "limit": max(check.limits),
         "max": float(ratio.max()),
         "median": float(ratio.median()),
+        "t1_disagreement_limits": list(check.disagreement_limits),
+        "t1_disagreement_median": float(disagreement.median()),
         "n_samples": n_samples,
         "data": f"validation split of the training data ({data.anatomy}), seed {seed}",
     }

@@ -14,6 +14,13 @@ more against little noise), so its limit is calibrated per model and per noise l
 (:mod:`pinqi.evaluation.calibration`; the noise level estimated from the k-space corners by
 :func:`estimate_noise_sigma`) for a chosen false-alarm rate, and stored in the model card
 (:class:`ResidualCheck`).
+
+A second statistic catches what the residual misses where k-space constrains T1 only weakly
+(a prior that pulls T1 toward its training range while the maps still explain the data): the
+T1 disagreement between PINQI and the plain fit, both averaged over small windows so that the
+fit's noise averages out and a bias remains (:func:`t1_disagreement`). The check flags a slice
+where either statistic exceeds its limit; both limits come from one calibration, so the
+false-alarm rate holds for the pair.
 """
 
 from __future__ import annotations
@@ -36,6 +43,16 @@ RESIDUAL_RATIO_LIMIT = 1.5
 #: Share of the k-space (per axis, from each edge) whose sampled corners estimate the noise.
 NOISE_CORNER = 0.25
 
+#: Box window (pixels) over which the T1 maps are averaged before :func:`t1_disagreement`.
+DISAGREEMENT_WINDOW = 5
+
+#: Pixels with signal: PINQI's modelled |signal| at the longest delay above this share of its
+#: 99th percentile in the slice.
+SIGNAL_FRACTION = 0.1
+
+#: R1 range (1/s) of the T1 comparison: T1 from 0.05 to 10 s.
+DISAGREEMENT_R1_RANGE = (0.1, 20.0)
+
 
 class OutOfDistributionWarning(UserWarning):
     """PINQI's maps explain the measured data much worse than a non-learned fit."""
@@ -53,11 +70,14 @@ class Consistency:
         Method (``"PINQI"``, ``"CG-SENSE + fit"``) -> ||A q(p) - k|| / ||k|| per slice ``(n,)``.
     residual_maps
         Method -> :func:`residual_map` ``(n, H, W)`` in the data's intensity units.
+    t1_disagreement
+        :func:`t1_disagreement` of PINQI's maps and the baseline's per slice ``(n,)``.
     """
 
     baseline: torch.Tensor
     kspace_residual: dict[str, torch.Tensor]
     residual_maps: dict[str, torch.Tensor]
+    t1_disagreement: torch.Tensor
 
 
 def residual_ratio(kspace_residual: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -100,6 +120,47 @@ def residual_map(
     )
 
 
+def t1_disagreement(
+    model: SignalModel,
+    params: torch.Tensor,
+    baseline: torch.Tensor,
+    window: int = DISAGREEMENT_WINDOW,
+) -> torch.Tensor:
+    """How far PINQI's T1 lies from the plain fit's beyond noise, per slice ``(batch,)``.
+
+    The mean over the pixels with signal (:data:`SIGNAL_FRACTION`) of
+    ``|box(ln T1_PINQI) - box(ln T1_fit)|``, with ``box`` the mean over the pixels with signal
+    in a ``window`` x ``window`` neighbourhood: the fit's noise averages out, a systematic
+    difference (a learned prior pulling T1 away from what the data say) does not. 0.1 means T1
+    about 10 % apart on average. T1 is compared within :data:`DISAGREEMENT_R1_RANGE`.
+
+    Parameters
+    ----------
+    model
+        The signal model; its parameters include ``"R1"`` (1/s).
+    params, baseline
+        PINQI's and the plain fit's maps ``(batch, P, H, W)``.
+    window
+        Odd box width in pixels.
+    """
+    r1 = model.parameter_names.index("R1")
+    longest = model(params)[:, int(torch.argmax(model.tau))].abs()
+    level = torch.quantile(longest.flatten(1).float(), 0.99, dim=1).to(longest.dtype)
+    signal = (longest > SIGNAL_FRACTION * level[:, None, None]).to(params.dtype)[:, None]
+
+    def box(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, window, 1, window // 2, count_include_pad=False)
+
+    weight = box(signal).clamp(min=torch.finfo(params.dtype).tiny)
+
+    def smoothed_log_t1(p: torch.Tensor) -> torch.Tensor:
+        log_t1 = -torch.log(p[:, r1 : r1 + 1].clamp(*DISAGREEMENT_R1_RANGE))
+        return box(log_t1 * signal) / weight
+
+    difference = (smoothed_log_t1(params) - smoothed_log_t1(baseline)).abs() * signal
+    return difference.flatten(1).sum(1) / signal.flatten(1).sum(1).clamp(min=1)
+
+
 def check_consistency(
     model: SignalModel,
     params: torch.Tensor,
@@ -125,6 +186,7 @@ def check_consistency(
             m: kspace_residual(model, p, acquisition, kspace) for m, p in maps.items()
         },
         residual_maps={m: residual_map(model, p, acquisition, kspace) for m, p in maps.items()},
+        t1_disagreement=t1_disagreement(model, params, baseline),
     )
 
 
@@ -174,7 +236,7 @@ def estimate_noise_sigma(
 
 @dataclass(frozen=True)
 class ResidualCheck:
-    """A model's limits of the residual ratio, per band of the estimated noise level.
+    """A model's limits of the data check, per band of the estimated noise level.
 
     Attributes
     ----------
@@ -185,17 +247,31 @@ class ResidualCheck:
     false_alarm
         Share of in-distribution slices the limits were calibrated to flag at most (None:
         not calibrated).
+    disagreement_limits
+        :func:`t1_disagreement` limit of each noise band; empty for checks of the residual
+        ratio alone (older cards).
+    disagreement_median
+        The median :func:`t1_disagreement` of the calibration slices: how far PINQI's T1
+        lies from the plain fit's on a typical slice of the model's own data (the target of
+        scan-specific adaptation); None without a calibration of it.
     """
 
     limits: tuple[float, ...] = (RESIDUAL_RATIO_LIMIT,)
     noise_edges: tuple[float, ...] = ()
     false_alarm: float | None = None
+    disagreement_limits: tuple[float, ...] = ()
+    disagreement_median: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.limits) != len(self.noise_edges) + 1:
             raise ValueError(
                 f"a residual check needs one limit more than noise edges, got {self.limits} "
                 f"and {self.noise_edges}"
+            )
+        if self.disagreement_limits and len(self.disagreement_limits) != len(self.limits):
+            raise ValueError(
+                f"a residual check needs one T1 disagreement limit per noise band, got "
+                f"{self.disagreement_limits} for {len(self.limits)} bands"
             )
 
     @classmethod
@@ -206,14 +282,36 @@ class ResidualCheck:
                 tuple(float(v) for v in check["limits"]),
                 tuple(float(v) for v in check.get("noise_edges", ())),
                 check.get("false_alarm"),
+                tuple(float(v) for v in check.get("t1_disagreement_limits", ())),
+                check.get("t1_disagreement_median"),
             )
         return cls((float(check.get("limit", RESIDUAL_RATIO_LIMIT)),))
 
-    def limit(self, noise_sigma: torch.Tensor) -> torch.Tensor:
-        """The limit of each slice ``(batch,)`` for its estimated noise level ``(batch,)``."""
+    def _band(self, noise_sigma: torch.Tensor) -> torch.Tensor:
         edges = torch.tensor(self.noise_edges, dtype=torch.float64)
-        band = torch.bucketize(noise_sigma.detach().cpu().double(), edges)
-        return torch.tensor(self.limits, dtype=torch.float64)[band]
+        return torch.bucketize(noise_sigma.detach().cpu().double(), edges)
+
+    def limit(self, noise_sigma: torch.Tensor) -> torch.Tensor:
+        """The residual-ratio limit of each slice ``(batch,)`` for its noise ``(batch,)``."""
+        return torch.tensor(self.limits, dtype=torch.float64)[self._band(noise_sigma)]
+
+    def disagreement_limit(self, noise_sigma: torch.Tensor) -> torch.Tensor:
+        """The T1 disagreement limit of each slice ``(batch,)`` (inf without one)."""
+        if not self.disagreement_limits:
+            return torch.full(noise_sigma.shape, math.inf, dtype=torch.float64)
+        limits = torch.tensor(self.disagreement_limits, dtype=torch.float64)
+        return limits[self._band(noise_sigma)]
+
+    def flags(
+        self, ratio: torch.Tensor, disagreement: torch.Tensor, noise_sigma: torch.Tensor
+    ) -> torch.Tensor:
+        """Which slices the check flags ``(batch,)`` bool: either statistic above its limit.
+
+        A NaN statistic counts as above.
+        """
+        above_ratio = ~(ratio.detach().cpu().double() <= self.limit(noise_sigma))
+        within = disagreement.detach().cpu().double() <= self.disagreement_limit(noise_sigma)
+        return above_ratio | ~within
 
 
 def excess_residual_map(
@@ -240,32 +338,58 @@ def warn_if_inconsistent(
     ratio: torch.Tensor,
     limit: float | torch.Tensor = RESIDUAL_RATIO_LIMIT,
     what: str = "slice",
+    disagreement: torch.Tensor | None = None,
+    disagreement_limit: torch.Tensor | None = None,
 ) -> list[int]:
-    """Warn about the slices whose residual ratio exceeds ``limit``; return their indices.
+    """Warn about the slices that fail the data check; return their indices.
 
-    ``limit`` is one number or one per slice (:meth:`ResidualCheck.limit`). The warning is one
-    line with rounded numbers and says what to do.
+    A slice fails where its residual ratio exceeds ``limit`` (one number or one per slice,
+    :meth:`ResidualCheck.limit`) or, when given, its :func:`t1_disagreement` exceeds
+    ``disagreement_limit`` (per slice, :meth:`ResidualCheck.disagreement_limit`). The warning
+    is one line with rounded numbers and says what to do.
     """
     limits = torch.as_tensor(limit, dtype=torch.float64).expand(ratio.shape)
-    bad = [
-        i
-        for i, (r, c) in enumerate(zip(ratio.tolist(), limits.tolist(), strict=True))
-        if not r <= c
-    ]
+    ratio_bad = [not r <= c for r, c in zip(ratio.tolist(), limits.tolist(), strict=True)]
+    t1_bad = [False] * len(ratio_bad)
+    if disagreement is not None and disagreement_limit is not None:
+        t1_limits = torch.as_tensor(disagreement_limit, dtype=torch.float64).expand(ratio.shape)
+        t1_bad = [
+            not d <= c for d, c in zip(disagreement.tolist(), t1_limits.tolist(), strict=True)
+        ]
+    bad = [i for i in range(len(ratio_bad)) if ratio_bad[i] or t1_bad[i]]
     if bad:
-        worst = max(bad, key=lambda i: ratio[i] / limits[i])
         listed = ", ".join(str(i) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        found = []
+        if any(ratio_bad):
+            worst = max((i for i in bad if ratio_bad[i]), key=lambda i: float(ratio[i] / limits[i]))
+            found.append(
+                f"residual ratio up to {float(ratio[worst]):.2f} where the model's limit is "
+                f"{float(limits[worst]):.2f}"
+            )
+        if any(t1_bad):
+            worst = max(
+                (i for i in bad if t1_bad[i]),
+                key=lambda i: float(disagreement[i] / t1_limits[i]),
+            )
+            found.append(
+                f"T1 {percent_apart(disagreement[worst])} apart from the fit's on average where "
+                f"the limit is {percent_apart(t1_limits[worst])}"
+            )
         warnings.warn(
-            f"PINQI's maps explain the measured k-space worse than a plain CG-SENSE + fit at "
-            f"{len(bad)} of {len(ratio)} {what}s ({listed}; residual ratio up to "
-            f"{float(ratio[worst]):.2f} where the model's limit is {float(limits[worst]):.2f}): "
-            "the data may lie outside what the model was trained on (T1 range, phase, "
-            "anatomy, protocol); check these maps against pinqi fit --data (the residual "
-            "maps show where).",
+            f"PINQI's maps disagree with the measured data or with a plain CG-SENSE + fit at "
+            f"{len(bad)} of {len(ratio)} {what}s ({listed}; {'; '.join(found)}): the data "
+            "may lie outside what the model was trained on (T1 range, phase, anatomy, "
+            "protocol); check these maps against pinqi fit --data (the residual maps show "
+            "where).",
             OutOfDistributionWarning,
             stacklevel=2,
         )
     return bad
+
+
+def percent_apart(log_difference: float | torch.Tensor) -> str:
+    """A mean |ln T1 difference| as the percentage it amounts to, e.g. ``"35 %"``."""
+    return f"{100 * math.expm1(float(log_difference)):.0f} %"
 
 
 def _card_check(checkpoint: str | Path) -> dict:

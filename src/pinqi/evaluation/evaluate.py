@@ -25,8 +25,10 @@ from pinqi.evaluation.consistency import (
     excess_residual_map,
     kspace_residual,
     load_residual_check,
+    percent_apart,
     residual_map,
     residual_ratio,
+    t1_disagreement,
     warn_if_inconsistent,
 )
 from pinqi.evaluation.signal_check import SignalModelWarning, kspace_signal_problems
@@ -99,6 +101,9 @@ class Reconstructions:
     noise_sigma
         The noise level of each sample estimated from its k-space
         (:func:`~pinqi.evaluation.consistency.estimate_noise_sigma`) ``(n,)``.
+    t1_disagreement
+        With the baseline: PINQI's T1 against the baseline's
+        (:func:`~pinqi.evaluation.consistency.t1_disagreement`) ``(n,)``.
     """
 
     maps: dict[str, torch.Tensor]
@@ -106,6 +111,7 @@ class Reconstructions:
     kspace_residual: dict[str, torch.Tensor] = field(default_factory=dict)
     residual_maps: dict[str, torch.Tensor] = field(default_factory=dict)
     noise_sigma: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    t1_disagreement: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
     @property
     def residual_ratio(self) -> torch.Tensor:
@@ -250,7 +256,7 @@ def reconstruct_all(
         seconds[bart_method] = 0.0
     residuals: dict[str, list[torch.Tensor]] = {m: [] for m in names} if baseline else {}
     residual_maps: dict[str, list[torch.Tensor]] = {m: [] for m in METHODS} if baseline else {}
-    noise_sigma = []
+    noise_sigma, disagreement = [], []
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     bar = tqdm(total=len(dataset), unit="sample", disable=not progress)
     with bar, torch.no_grad(), warnings.catch_warnings():
@@ -270,6 +276,7 @@ def reconstruct_all(
                 for method in METHODS:
                     residual_maps[method].append(check.residual_maps[method].cpu())
                     residuals[method].append(check.kspace_residual[method].cpu())
+                disagreement.append(check.t1_disagreement.cpu())
                 seconds["baseline"] += _clock(device) - done
             if bart is not None:
                 done = _clock(device)
@@ -288,6 +295,7 @@ def reconstruct_all(
         {name: torch.cat(r) for name, r in residuals.items()},
         {name: torch.cat(r) for name, r in residual_maps.items()},
         torch.cat(noise_sigma),
+        torch.cat(disagreement) if disagreement else torch.zeros(0),
     )
 
 
@@ -364,8 +372,14 @@ def evaluate(
         writer.writeheader()
         writer.writerows(rows)
     summary = summarise(rows)
-    limit = load_residual_check(checkpoint).limit(result.noise_sigma)
-    flagged = warn_if_inconsistent(result.residual_ratio, limit, what="sample")
+    check = load_residual_check(checkpoint)
+    flagged = warn_if_inconsistent(
+        result.residual_ratio,
+        check.limit(result.noise_sigma),
+        "sample",
+        result.t1_disagreement,
+        check.disagreement_limit(result.noise_sigma),
+    )
     (out / "summary.md").write_text(
         f"Checkpoint: {checkpoint}\nData: {data} ({len(dataset)} samples)\n\n{summary}\n\n"
         "Errors over the brain-mask pixels. nRMSE = ||x - x_true|| / ||x_true||; MAE = mean "
@@ -375,8 +389,8 @@ def evaluate(
         "kspace_residual = ||A q(p) - k|| / ||k|| over the sampled k-space: how well the "
         "maps explain the measured data.\n\n"
         f"Data check: {len(flagged)} of {len(dataset)} samples flagged {flagged[:20]} (PINQI's "
-        "k-space residual over the plain fit's above the model's calibrated limit for the "
-        "sample's noise level).\n"
+        "k-space residual over the plain fit's, or its T1 disagreement with the fit's, above "
+        "the model's calibrated limit for the sample's noise level).\n"
     )
     print(summary)
     print(result.timing())
@@ -489,16 +503,23 @@ def reconstruct(
     print(result.timing())
     verdict = None
     if check:
-        limit = load_residual_check(checkpoint).limit(result.noise_sigma)
-        ratio = result.residual_ratio
+        limits = load_residual_check(checkpoint)
+        limit = limits.limit(result.noise_sigma)
+        t1_limit = limits.disagreement_limit(result.noise_sigma)
+        ratio, disagreement = result.residual_ratio, result.t1_disagreement
         print(
             "data residual ||A q(p) - k|| / ||k||, PINQI over CG-SENSE + fit per slice: "
-            f"median {float(ratio.median()):.2f}, max {float(ratio.max()):.2f}"
+            f"median {float(ratio.median()):.2f}, max {float(ratio.max()):.2f}; T1 apart from "
+            f"the fit's by {percent_apart(disagreement.median())} (median), up to "
+            f"{percent_apart(disagreement.max())}"
         )
-        flagged = warn_if_inconsistent(ratio, limit)
-        verdict = DataCheck(limit, ratio.clone(), flagged)
+        flagged = warn_if_inconsistent(ratio, limit, "slice", disagreement, t1_limit)
+        verdict = DataCheck(limit, ratio.clone(), flagged, t1_limit, disagreement.clone())
         if adapt is not None:
-            verdict.adaptations.update(adapt_slices(model, dataset, result, flagged, adapt, device))
+            target = limits.disagreement_median
+            verdict.adaptations.update(
+                adapt_slices(model, dataset, result, flagged, adapt, device, target)
+            )
     with staged_folder(out) as staging:
         _write_reconstruction(staging, checkpoint, dataset, result, verdict, grid)
     return Path(out)
@@ -515,7 +536,11 @@ class DataCheck:
     ratio_unadapted
         The residual ratio of the unadapted model's maps ``(n,)``.
     flagged
-        The slices whose unadapted ratio exceeds the limit.
+        The slices whose unadapted ratio or T1 disagreement exceeds its limit.
+    disagreement_limit
+        The model's T1 disagreement limit for each slice ``(n,)`` (inf without one).
+    disagreement_unadapted
+        The T1 disagreement of the unadapted model's maps ``(n,)``.
     adaptations
         Slice -> :class:`~pinqi.evaluation.adaptation.Adaptation`, for the adapted slices.
     """
@@ -523,6 +548,8 @@ class DataCheck:
     limit: torch.Tensor
     ratio_unadapted: torch.Tensor
     flagged: list[int]
+    disagreement_limit: torch.Tensor
+    disagreement_unadapted: torch.Tensor
     adaptations: dict[int, Adaptation] = field(default_factory=dict)
 
 
@@ -533,26 +560,36 @@ def adapt_slices(
     slices: Sequence[int],
     config: AdaptConfig,
     device: torch.device,
+    disagreement_target: float | None = None,
 ) -> dict[int, Adaptation]:
     """Reconstruct ``slices`` again with networks adapted to each (in place in ``result``).
 
-    Replaces the slices' PINQI maps, k-space residuals and residual maps in ``result``;
-    returns each slice's :class:`~pinqi.evaluation.adaptation.Adaptation`. Shows progress.
+    ``disagreement_target``: the T1 disagreement with the plain fit each adaptation goes on
+    to reach (:func:`~pinqi.evaluation.adaptation.adapt_to_slice`), if any.
+
+    Replaces the slices' PINQI maps, k-space residuals, residual maps and T1 disagreements in
+    ``result``; returns each slice's :class:`~pinqi.evaluation.adaptation.Adaptation`. Shows
+    progress.
     """
     reports = {}
     for i in tqdm(slices, desc="adapting", unit="slice", disable=not slices):
         inputs = tuple(dataset[i][name][None].to(device) for name in INPUTS)
         fit_residual = float(result.kspace_residual["CG-SENSE + fit"][i])
-        adapted, reports[i] = adapt_to_slice(model, *inputs, fit_residual, config)
+        fit_maps = result.maps["CG-SENSE + fit"][i : i + 1].to(device)
+        adapted, reports[i] = adapt_to_slice(
+            model, *inputs, fit_residual, config, fit_maps, disagreement_target
+        )
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             params = adapted(*inputs).parameters[-1]
             acquisition = CartesianAcquisition(*inputs[1:])
             residual = kspace_residual(adapted.signal_model, params, acquisition, inputs[0])
             pixels = residual_map(adapted.signal_model, params, acquisition, inputs[0])
+            apart = t1_disagreement(adapted.signal_model, params, fit_maps)
         result.maps["PINQI"][i] = params[0].cpu()
         result.kspace_residual["PINQI"][i] = residual[0].cpu()
         result.residual_maps["PINQI"][i] = pixels[0].cpu()
+        result.t1_disagreement[i] = apart[0].cpu()
     if reports:
         seconds = sum(r.seconds for r in reports.values())
         print(
@@ -601,6 +638,8 @@ def _write_reconstruction(
                 f[name] = result.kspace_residual[method].numpy()
             f["residual_ratio"] = result.residual_ratio.numpy()
             f["residual_limit"] = verdict.limit.numpy()
+            f["t1_disagreement"] = result.t1_disagreement.numpy()
+            f["t1_disagreement_limit"] = verdict.disagreement_limit.numpy()
             n = len(params)
             f["out_of_distribution"] = np.isin(np.arange(n), verdict.flagged)
             f["residual_ratio_unadapted"] = verdict.ratio_unadapted.numpy()
@@ -645,29 +684,36 @@ def _reconstruction_summary(
             for i in range(len(t1))
         ]
         return "\n".join([*lines, "", "The data check was not run (--no-check).", ""])
-    ratio = result.residual_ratio
+    ratio, apart = result.residual_ratio, result.t1_disagreement
     lines += [
-        "| slice | median T1 (s) | noise sigma (est.) | residual ratio | limit | flagged | "
-        "adapted |",
-        "|---|---|---|---|---|---|---|",
+        "| slice | median T1 (s) | noise sigma (est.) | residual ratio | limit | "
+        "T1 apart from fit | limit | flagged | adapted |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for i in range(len(t1)):
         flag = "**yes**" if i in verdict.flagged else "no"
         adapted = verdict.adaptations.get(i)
         ratios = f"{float(verdict.ratio_unadapted[i]):.2f}"
+        aparts = percent_apart(verdict.disagreement_unadapted[i])
         if adapted is not None:
             ratios += f" -> {float(ratio[i]):.2f}"
+            aparts += f" -> {percent_apart(apart[i])}"
+        t1_limit = verdict.disagreement_limit[i]
         lines.append(
             f"| {i} | {float(t1[i].median()):.3g} | {float(result.noise_sigma[i]):.2g} | "
-            f"{ratios} | {float(verdict.limit[i]):.2f} | {flag} | "
+            f"{ratios} | {float(verdict.limit[i]):.2f} | {aparts} | "
+            f"{percent_apart(t1_limit) if torch.isfinite(t1_limit) else '-'} | {flag} | "
             + (f"{adapted.steps} steps, {adapted.seconds:.0f} s |" if adapted else "no |")
         )
     lines += [
         "",
         "residual ratio = ||A q(p) - k|| of PINQI's maps over that of a plain CG-SENSE + fit "
-        "of the same k-space; a slice is flagged where it exceeds the model's limit for the "
-        "slice's noise level (calibrated on validation slices of the model's training data, "
-        "see the model card). Flagged maps may be wrong: reconstruct with --adapt, or compare "
+        "of the same k-space; T1 apart from fit = the mean difference of PINQI's T1 from the "
+        "fit's, both averaged over 5 x 5 pixels (the fit's noise averages out, a bias of the "
+        "learned prior does not). A slice is flagged where either exceeds the model's limit "
+        "for the slice's noise level (calibrated together on validation slices of the model's "
+        "training data, see the model card). Flagged maps may be wrong: reconstruct with "
+        "--adapt, or compare "
         "them with pinqi fit --data; residual_excess.nii.gz shows where PINQI misses the data. "
         "Adapted slices were reconstructed by the network fine-tuned on their own k-space "
         "(ratio before -> after).",
