@@ -6,13 +6,14 @@ tube phantoms with T1 0.3-1.5 s, every T1 x 1.3, the phase a scanner delivers, 4
 less and more noise. Per condition: PINQI's and CG-SENSE + fit's T1 nRMSE (brain or object
 mask; medians over the slices), the share of slices the model's calibrated check flags
 (residual ratio or T1 disagreement above its limit, :mod:`pinqi.evaluation.calibration`) and
-how many of the slices where PINQI's T1 nRMSE exceeds 1.5 x the fit's ("failed") it flags. The in-distribution rows measure the false alarms. For the
-models in ``--adapt-models``, flagged slices are also reconstructed after scan-specific
-adaptation (:mod:`pinqi.evaluation.adaptation`, default settings, adapting until T1 agrees
-with the fit as on the model's typical calibration slice; every flagged slice of the
-in-distribution set, the first ``--adapt-slices`` of each other condition, for time) and their
-T1 nRMSE, steps and time recorded in a second table (unflagged slices keep their maps, as
-``pinqi reconstruct --adapt`` does).
+how many of the slices where PINQI's T1 nRMSE exceeds 1.5 x the fit's ("failed") it flags.
+The in-distribution rows measure the false alarms. For the models in ``--adapt-models``,
+flagged slices are also reconstructed after scan-specific adaptation
+(:mod:`pinqi.evaluation.adaptation`, default settings, adapting until T1 agrees with the fit
+as on the model's typical calibration slice; every flagged slice of the in-distribution set,
+the first ``--adapt-slices`` of each other condition, for time) and their T1 nRMSE, steps and
+time recorded in a second table (unflagged slices keep their maps, as ``pinqi reconstruct
+--adapt`` does).
 
     python benchmarks/ood_suite.py --brainweb ../shared/data/brainweb \\
         --out docs/results/ood-suite [--slices 16] [--split test] [--adapt-models default]
