@@ -322,3 +322,22 @@ def test_other_delays_are_refused_unless_allowed(trained, tmp_path):
     with pytest.warns(UserWarning, match="going on as asked"):
         main([*argv, "--out", str(tmp_path / "anyway"), "--allow-other-protocol"])
     assert (tmp_path / "anyway" / "t1.nii.gz").is_file()
+
+
+def test_evaluate_adds_the_fully_sampled_fit(trained, capsys):
+    checkpoint, data, root = trained
+    out = root / "ev-full"
+    main(
+        [
+            *["evaluate", "--checkpoint", str(checkpoint), "--data", str(data)],
+            *["--out", str(out), "--device", "cpu", "--reference", "full"],
+        ]
+    )
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    methods = [r["method"] for r in rows]
+    assert methods.count("fully sampled fit") == 3 and len(rows) == 9
+    error = {m: np.mean([float(r["t1_nrmse"]) for r in rows if r["method"] == m]) for m in methods}
+    # nothing missing: the fully sampled fit is the floor the undersampled methods sit above
+    assert error["fully sampled fit"] < 0.5 * error["CG-SENSE + fit"]
+    assert "fully sampled fit" in (out / "summary.md").read_text()
+    assert re.search(r"fully sampled fit \d+\.\d s", capsys.readouterr().out)

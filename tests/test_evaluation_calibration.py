@@ -52,8 +52,18 @@ def test_export_stores_the_calibrated_limit(tmp_path):
     last = train(ExperimentConfig.from_dict(TINY), tmp_path / "run")
     assert residual_ratio_limit(last) == RESIDUAL_RATIO_LIMIT  # no card: the fixed default
     out = tmp_path / "model.pt"
-    main(["export", "--checkpoint", str(last), "--out", str(out), "--calibration-samples", "3"])
-    check = torch.load(out, weights_only=False)["card"]["residual_check"]
+    main(
+        [
+            *["export", "--checkpoint", str(last), "--out", str(out), "--calibration-samples", "3"],
+            *["--training-minutes", "1.5", "--hardware", "2 CPU cores"],
+        ]
+    )
+    card = torch.load(out, weights_only=False)["card"]
+    # the budget on the card: steps x batch size, and what the owner reported
+    state = torch.load(last, weights_only=False)
+    assert card["training_samples"] == state["global_step"] * TINY["optim"]["batch_size"] > 0
+    assert card["training_minutes"] == 1.5 and card["hardware"] == "2 CPU cores"
+    check = card["residual_check"]
     assert check["n_samples"] == 3 and check["median"] <= check["max"]
     # 3 slices: one noise band, and too few for the rank, so the largest combined score:
     # neither limit below its largest statistic

@@ -7,7 +7,7 @@ import torch
 from pinqi.cli import main
 from pinqi.data.datasets import H5Dataset, SimulatedDataset, write_h5
 from pinqi.data.simulation import SimulationConfig
-from pinqi.evaluation.fit import combine, fit_images
+from pinqi.evaluation.fit import combine, fit_images, fully_sampled_fit
 from pinqi.metrics import parameter_metrics
 from pinqi.physics import signal_model
 
@@ -87,3 +87,34 @@ def test_fit_data_with_the_inversion_models(tmp_path, model):
     # the complete inversion, so it fits both
     wrong = ["saturation", *(["inversion"] if model == "inversion-ab" else [])]
     assert all(nrmse(fitted(name), truth, inside) > 0.05 for name in wrong)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.02])
+def test_fully_sampled_fit_is_the_fit_of_a_fully_sampled_scan(tmp_path, sigma):
+    """Against the simulator's own fully sampled acquisition of the same objects."""
+    config = SimulationConfig(size=32, acceleration=1.0, noise_sigma=(sigma, sigma))
+    dataset = SimulatedDataset(config, "test", 2, seed=3)
+    samples = [dataset[i] for i in range(2)]
+    truth, coils, kspace, mask, masks = (
+        torch.stack([s[k] for s in samples])
+        for k in ("params", "coil_maps", "kspace", "mask", "brain_mask")
+    )
+    model = signal_model("saturation", samples[0]["tau"])
+    noise = torch.full((2,), sigma)
+    params = fully_sampled_fit(model, truth, coils, noise, torch.Generator().manual_seed(1))
+    simulated = fit_images(model, combine(kspace, coils, mask))
+    ours = parameter_metrics(params, truth, masks)
+    theirs = parameter_metrics(simulated, truth, masks)
+    if sigma == 0:
+        assert float(ours["t1_nrmse"].max()) < 1e-3
+    else:
+        # the same noise level: the error agrees within the spread of two noise draws
+        # (noise of the wrong scale, e.g. std sigma / sqrt(2) per part, is 30 % off)
+        ratio = ours["t1_nrmse"] / theirs["t1_nrmse"]
+        assert torch.allclose(ratio, torch.ones(2), atol=0.1), ratio
+        assert float(ours["t1_nrmse"].min()) > 0.01
+    # the same seed, the same noise
+    again = fully_sampled_fit(model, truth, coils, noise, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(again, params)
+    with pytest.raises(ValueError, match=r"coil_maps \(1, 8, 32, 32\) must be"):
+        fully_sampled_fit(model, truth, coils[:1], noise, torch.Generator())

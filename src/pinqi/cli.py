@@ -183,7 +183,7 @@ def _export(args: argparse.Namespace) -> None:
     from pinqi.evaluation.calibration import calibrate_residual_check
     from pinqi.training.checkpoints import export_model, load_model, model_card
 
-    card = model_card(args.checkpoint, args.notes)
+    card = model_card(args.checkpoint, args.notes, args.training_minutes, args.hardware)
     if args.calibration_samples > 0:
         model, config = load_model(args.checkpoint)
         print(f"calibrating the data-residual check on {args.calibration_samples} slices")
@@ -352,7 +352,7 @@ def _roi(args: argparse.Namespace) -> None:
 
 
 #: Reference methods of ``pinqi evaluate --reference`` (pinqi.evaluation.evaluate.REFERENCES).
-REFERENCE_NAMES = ("bart",)
+REFERENCE_NAMES = ("bart", "full")
 
 
 def _names(text: str, known: Sequence[str] | None = None) -> list[str]:
@@ -558,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="metrics of PINQI and the CG-SENSE baseline on a simulated test set",
         description="Reconstruct every sample with PINQI and with the non-learned baseline "
-        "(pixel-wise fit on CG-SENSE), optionally with reference methods (--reference bart), "
+        "(pixel-wise fit on CG-SENSE), optionally with reference methods (--reference bart,full), "
         "and write per-sample T1/M0 errors inside the brain mask to OUT/metrics.csv, a "
         "summary and figures.",
     )
@@ -570,8 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="add a reference method: bart (BART pics with spatial TV + the baseline's fit, "
-        "rows 'bart-pics'; needs the bart command); repeatable or comma separated; "
-        "default: none",
+        "rows 'bart-pics'; needs the bart command), full (the fit of the same objects "
+        "scanned on every line at the same noise level, rows 'fully sampled fit'); "
+        "repeatable or comma separated; default: none",
     )
     evaluate.add_argument(
         "--bart-tv",
@@ -673,6 +674,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", type=Path, required=True, help="Lightning checkpoint")
     export.add_argument("--out", type=Path, required=True, help="output .pt file")
     export.add_argument("--notes", default="", help="free text for the model card")
+    export.add_argument(
+        "--training-minutes",
+        type=float,
+        help="wall-clock minutes the training took, for the model card (not in the checkpoint)",
+    )
+    export.add_argument(
+        "--hardware",
+        default="",
+        help="where the model was trained, for the model card, e.g. '2 CPU cores' or '1 H200'",
+    )
     export.add_argument(
         "--calibration-samples",
         type=int,

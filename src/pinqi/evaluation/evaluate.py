@@ -31,6 +31,7 @@ from pinqi.evaluation.consistency import (
     t1_disagreement,
     warn_if_inconsistent,
 )
+from pinqi.evaluation.fit import fully_sampled_fit
 from pinqi.evaluation.signal_check import SignalModelWarning, kspace_signal_problems
 from pinqi.external.bart import find_bart
 from pinqi.io.grid import SourceGrid
@@ -44,7 +45,7 @@ from pinqi.training.checkpoints import load_model
 METHODS = ("PINQI", "CG-SENSE + fit")
 
 #: Optional reference methods (``pinqi evaluate --reference NAME``) and their method names.
-REFERENCES = {"bart": "bart-pics"}
+REFERENCES = {"bart": "bart-pics", "full": "fully sampled fit"}
 
 #: The batch entries the reconstructions read.
 INPUTS = ("kspace", "coil_maps", "mask")
@@ -218,8 +219,9 @@ def reconstruct_all(
     progress: bool = True,
     device: str | torch.device = "cpu",
     bart: BartConfig | None = None,
+    full: bool = False,
 ) -> Reconstructions:
-    """Parameter maps ``(n, P, H, W)`` of PINQI (and of the baseline, of BART) for every sample.
+    """Parameter maps ``(n, P, H, W)`` of PINQI (and of the baseline, the references) per sample.
 
     Parameters
     ----------
@@ -240,6 +242,10 @@ def reconstruct_all(
     bart
         Also run the BART reference (:func:`~pinqi.evaluation.bart.bart_pics_fit`, method
         ``"bart-pics"``) with these settings; ``pics`` runs on the CPU, its fit on ``device``.
+    full
+        Also fit the same objects scanned fully sampled
+        (:func:`~pinqi.evaluation.fit.fully_sampled_fit`, method ``"fully sampled fit"``,
+        noise seeded with 0): the error floor the noise leaves. Needs the ground truth.
     """
     device = resolve_device(device)
     if bart is not None:
@@ -248,12 +254,15 @@ def reconstruct_all(
     signal_model = model.signal_model
     if not torch.allclose(dataset.tau.to(signal_model.tau), signal_model.tau):
         signal_model.tau = dataset.tau.to(signal_model.tau)  # allowed by check_protocol
-    bart_method = REFERENCES["bart"]
-    names = [*METHODS[: 1 + baseline], *([bart_method] if bart is not None else [])]
+    if full and not dataset.has_ground_truth:
+        raise ValueError(f"{dataset.path} has no ground truth for the fully sampled fit")
+    bart_method, full_method = REFERENCES["bart"], REFERENCES["full"]
+    references = [*([bart_method] if bart is not None else []), *([full_method] if full else [])]
+    names = [*METHODS[: 1 + baseline], *references]
     maps: dict[str, list[torch.Tensor]] = {m: [] for m in names}
     seconds = {"data": 0.0, "PINQI": 0.0} | ({"baseline": 0.0} if baseline else {})
-    if bart is not None:
-        seconds[bart_method] = 0.0
+    seconds |= {method: 0.0 for method in references}
+    generator = torch.Generator().manual_seed(0)
     residuals: dict[str, list[torch.Tensor]] = {m: [] for m in names} if baseline else {}
     residual_maps: dict[str, list[torch.Tensor]] = {m: [] for m in METHODS} if baseline else {}
     noise_sigma, disagreement = [], []
@@ -278,15 +287,21 @@ def reconstruct_all(
                     residuals[method].append(check.kspace_residual[method].cpu())
                 disagreement.append(check.t1_disagreement.cpu())
                 seconds["baseline"] += _clock(device) - done
-            if bart is not None:
+            for method in references:
                 done = _clock(device)
-                maps[bart_method].append(bart_pics_fit(signal_model, *inputs, bart).cpu())
-                seconds[bart_method] += _clock(device) - done
+                if method == bart_method:
+                    params = bart_pics_fit(signal_model, *inputs, bart)
+                else:
+                    truth = batch["params"].to(device)
+                    params = fully_sampled_fit(
+                        signal_model, truth, inputs[1], batch["noise_sigma"], generator
+                    )
+                maps[method].append(params.cpu())
+                seconds[method] += _clock(device) - done
                 if baseline:
                     acquisition = CartesianAcquisition(*inputs[1:])
-                    params = maps[bart_method][-1].to(device)
-                    value = kspace_residual(signal_model, params, acquisition, inputs[0])
-                    residuals[bart_method].append(value.cpu())
+                    value = kspace_residual(signal_model, params.to(device), acquisition, inputs[0])
+                    residuals[method].append(value.cpu())
             bar.update(len(inputs[0]))
             start = _clock(device)
     return Reconstructions(
@@ -322,7 +337,9 @@ def evaluate(
     ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``) is where both methods run.
     ``references`` adds reference methods (:data:`REFERENCES`): ``"bart"`` adds rows of
     method ``bart-pics`` (BART pics with spatial TV, then the baseline's fit) with the
-    settings ``bart`` (default :class:`~pinqi.evaluation.bart.BartConfig`). A missing tool
+    settings ``bart`` (default :class:`~pinqi.evaluation.bart.BartConfig`); ``"full"`` adds
+    rows ``fully sampled fit`` (the pixel-wise fit of the same objects, coils and noise
+    level scanned on every line: the error the noise alone leaves). A missing tool
     is reported before anything is computed, and ``out`` is created only once every
     reconstruction has finished, so a failure leaves ``out`` untouched. Data of another
     protocol than the model's are refused unless ``allow_other_protocol``
@@ -355,6 +372,7 @@ def evaluate(
         baseline=True,
         device=device,
         bart=(bart or BartConfig()) if "bart" in references else None,
+        full="full" in references,
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,55 @@ def fit_images(
     return signal_fit(model, images, start, lam, max_iter=200, warn=False, return_info=return_info)
 
 
+def fully_sampled_fit(
+    model: SignalModel,
+    params: torch.Tensor,
+    coil_maps: torch.Tensor,
+    noise_sigma: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The pixel-wise fit of the same objects scanned fully sampled: the noise floor.
+
+    Acquires ``model(params)`` on every k-space line with the samples' coil maps and noise
+    level (complex Gaussian noise of std ``noise_sigma`` per real and imaginary part, as
+    :func:`pinqi.data.simulation.acquire`), combines the coils (A^H k) and fits
+    (:func:`fit_images`). What an undersampled method's error is compared with: the error
+    that is left when nothing is missing.
+
+    Parameters
+    ----------
+    model
+        Signal model of the data.
+    params
+        True parameter maps ``(batch, P, H, W)`` (M0 in the data's units, R1 in 1/s).
+    coil_maps
+        ``(batch, n_coils, H, W)``.
+    noise_sigma
+        ``(batch,)`` noise std per k-space sample and part.
+    generator
+        Source of the noise (on the CPU; the noise is moved to the device of ``params``).
+
+    Returns
+    -------
+    torch.Tensor
+        Fitted maps ``(batch, P, H, W)``.
+    """
+    batch, _, height, width = params.shape
+    if coil_maps.shape[0] != batch or coil_maps.shape[-2:] != (height, width):
+        raise ValueError(
+            f"coil_maps {tuple(coil_maps.shape)} must be (batch, n_coils, H, W) for params "
+            f"{tuple(params.shape)}"
+        )
+    n_tau = len(model.tau)
+    full = torch.ones(batch, n_tau, 1, width, dtype=torch.bool, device=params.device)
+    acquisition = CartesianAcquisition(coil_maps, full)
+    clean = acquisition.forward(model(params))
+    noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype) * 2**0.5
+    sigma = noise_sigma.to(clean.real.dtype).reshape(batch, 1, 1, 1, 1)
+    kspace = clean + sigma * noise.to(clean.device)
+    return fit_images(model, acquisition.adjoint(kspace))
+
+
 def fit_file(
     data: str | Path, model_name: str, out: str | Path, device: str | torch.device = "cpu"
 ) -> Path:

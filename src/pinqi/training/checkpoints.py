@@ -123,10 +123,19 @@ def package_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def model_card(checkpoint: str | Path, notes: str = "") -> dict:
+def model_card(
+    checkpoint: str | Path,
+    notes: str = "",
+    training_minutes: float | None = None,
+    hardware: str = "",
+) -> dict:
     """What a shipped model needs to be reproducible: data, config, seed, steps, commit, metrics.
 
     The last validation metrics are read from the run's ``logs/metrics.csv`` when present.
+    ``training_samples`` is the optimisation steps times the batch size (pretraining
+    included). ``training_minutes`` (wall-clock time of the training) and ``hardware`` (where
+    it ran, e.g. ``"2 CPU cores"``) are what the run's owner reports; the checkpoint does not
+    record them.
     """
     import csv
     from datetime import datetime, timezone
@@ -158,6 +167,9 @@ def model_card(checkpoint: str | Path, notes: str = "") -> dict:
         "commit": commit or "unknown (not a git checkout of pinqi)",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "training_steps": int(state.get("global_step", 0)),
+        "training_samples": int(state.get("global_step", 0)) * config.optim.batch_size,
+        "training_minutes": training_minutes,
+        "hardware": hardware or "not recorded",
         "epochs": int(state.get("epoch", 0)),
         "seed": config.seed,
         "data": (
