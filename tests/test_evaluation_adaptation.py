@@ -10,8 +10,17 @@ from pinqi.api import reconstruct_maps
 from pinqi.cli import main
 from pinqi.data.datasets import SimulatedDataset
 from pinqi.data.simulation import SimulationConfig
-from pinqi.evaluation.adaptation import AdaptConfig, adapt_to_slice, relative_residual
-from pinqi.evaluation.consistency import OutOfDistributionWarning, check_consistency
+from pinqi.evaluation.adaptation import (
+    AdaptConfig,
+    adapt_to_slice,
+    reconstruct_adapted,
+    relative_residual,
+)
+from pinqi.evaluation.consistency import (
+    OutOfDistributionWarning,
+    check_consistency,
+    t1_disagreement,
+)
 from pinqi.metrics import parameter_metrics
 from pinqi.training.checkpoints import default_model_path, load_model
 
@@ -85,6 +94,27 @@ def test_adaptation_goes_on_until_t1_agrees_with_the_fit():
     _, report = adapt_to_slice(model, *inputs, fit, easy, check.baseline, 0.0)
     assert report.steps == 3  # T1 never agrees exactly: the whole budget
     assert report.ratio_after < report.ratio_before and report.disagreement_after is not None
+
+
+def test_reconstruct_adapted_gives_the_adapted_networks_maps_and_statistics():
+    model, _ = load_model("default")
+    data = phantom_slice(0.25)
+    inputs = [data[k] for k in INPUTS]
+    with torch.no_grad():
+        check = check_consistency(model.signal_model, model(*inputs).parameters[-1], *inputs)
+    fit = float(check.kspace_residual["CG-SENSE + fit"][0])
+    config = AdaptConfig(max_steps=3, warmup_steps=2)
+    result = reconstruct_adapted(model, *inputs, fit, check.baseline, config)
+    adapted, report = adapt_to_slice(model, *inputs, fit, config, check.baseline)
+    assert result.adaptation.steps == report.steps == 3
+    with torch.no_grad():
+        params = adapted(*inputs).parameters[-1]
+    torch.testing.assert_close(result.params, params)
+    assert float(result.kspace_residual[0]) / fit == pytest.approx(report.ratio_after, rel=1e-4)
+    apart = t1_disagreement(model.signal_model, params, check.baseline)
+    torch.testing.assert_close(result.t1_disagreement, apart)
+    assert result.residual_map.shape == (1, 96, 96)
+    assert float(result.kspace_residual[0]) < float(check.kspace_residual["PINQI"][0])
 
 
 def test_bad_settings_and_batches_are_refused():

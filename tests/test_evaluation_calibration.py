@@ -180,6 +180,10 @@ def test_flags_use_either_statistic_and_nan_counts_as_above():
     ratio = torch.tensor([1.3, 1.2, 1.0, float("nan"), 1.0])
     disagreement = torch.tensor([0.1, 0.1, 0.26, 0.1, 0.26])
     assert check.flags(ratio, disagreement, noise).tolist() == [False, True, True, True, False]
+    # the warning names the same slices, and points at the caller
+    with pytest.warns(OutOfDistributionWarning, match="at 3 of 5 slices") as caught:
+        assert check.warn(ratio, disagreement, noise) == [1, 2, 3]
+    assert caught[0].filename == __file__
     assert check.disagreement_limit(noise).tolist() == [0.3, 0.25, 0.25, 0.25, 0.3]
     ratio_only = ResidualCheck((1.4, 1.1), (0.02,))
     assert torch.isinf(ratio_only.disagreement_limit(noise)).all()

@@ -17,15 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pinqi.evaluation.adaptation import AdaptConfig, adapt_to_slice
+from pinqi.evaluation.adaptation import AdaptConfig, reconstruct_adapted
 from pinqi.evaluation.consistency import (
     check_consistency,
     estimate_noise_sigma,
     load_residual_check,
     residual_map,
     residual_ratio,
-    t1_disagreement,
-    warn_if_inconsistent,
 )
 from pinqi.evaluation.evaluate import check_acquisition, resolve_device
 from pinqi.metrics import t1_from_r1
@@ -114,22 +112,21 @@ def reconstruct_maps(
             limits = load_residual_check(checkpoint)
             limit = limits.limit(noise_sigma)
             t1_limit = limits.disagreement_limit(noise_sigma)
-            warn_if_inconsistent(ratio, limit, "slice", disagreement, t1_limit)
-            flagged = limits.flags(ratio, disagreement, noise_sigma)
+            flagged = torch.zeros(len(ratio), dtype=torch.bool)
+            flagged[limits.warn(ratio, disagreement, noise_sigma)] = True
             if adapt is not None:
                 steps = torch.zeros(len(ratio), dtype=torch.long)
                 fit = consistency.kspace_residual["CG-SENSE + fit"]
                 for i in torch.nonzero(flagged).flatten().tolist():
                     one = tuple(x[i : i + 1] for x in inputs)
                     baseline = consistency.baseline[i : i + 1]
-                    adapted, report = adapt_to_slice(
-                        model, *one, float(fit[i]), adapt, baseline, limits.disagreement_median
+                    adapted = reconstruct_adapted(
+                        model, *one, float(fit[i]), baseline, adapt, limits.disagreement_median
                     )
-                    p = adapted(*one).parameters[-1]
-                    params = torch.cat([params[:i], p, params[i + 1 :]])
-                    ratio[i] = report.ratio_after
-                    disagreement[i] = t1_disagreement(model.signal_model, p, baseline)[0].cpu()
-                    steps[i] = report.steps
+                    params = torch.cat([params[:i], adapted.params, params[i + 1 :]])
+                    ratio[i] = adapted.adaptation.ratio_after
+                    disagreement[i] = adapted.t1_disagreement[0].cpu()
+                    steps[i] = adapted.adaptation.steps
                 result["adapt_steps"] = steps
                 result["params"] = params.cpu()
                 result["t1"] = t1_from_r1(params[:, -1]).cpu()

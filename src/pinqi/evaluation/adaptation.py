@@ -23,13 +23,15 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
 
-from pinqi.evaluation.consistency import t1_disagreement
+from pinqi.evaluation.consistency import kspace_residual, residual_map, t1_disagreement
 from pinqi.nets.pinqi import PINQI
 from pinqi.physics import CartesianAcquisition
+from pinqi.solvers import ConvergenceWarning
 
 
 @dataclass(frozen=True)
@@ -175,3 +177,64 @@ def adapt_to_slice(
     adapted.eval().requires_grad_(False)
     seconds = time.perf_counter() - start
     return adapted, Adaptation(steps, first, ratio, seconds, first_apart, apart)
+
+
+@dataclass(frozen=True)
+class AdaptedSlice:
+    """One slice reconstructed by a network adapted to it, with its data check's statistics.
+
+    Attributes
+    ----------
+    params
+        The adapted network's maps ``(1, P, H, W)``.
+    kspace_residual
+        ||A q(p) - k|| / ||k|` of these maps ``(1,)``
+        (:func:`~pinqi.evaluation.consistency.kspace_residual`).
+    residual_map
+        Their per-pixel data residual ``(1, H, W)``
+        (:func:`~pinqi.evaluation.consistency.residual_map`).
+    t1_disagreement
+        Their T1 disagreement with the plain fit ``(1,)``
+        (:func:`~pinqi.evaluation.consistency.t1_disagreement`).
+    adaptation
+        What the adaptation did.
+    """
+
+    params: torch.Tensor
+    kspace_residual: torch.Tensor
+    residual_map: torch.Tensor
+    t1_disagreement: torch.Tensor
+    adaptation: Adaptation
+
+
+def reconstruct_adapted(
+    model: PINQI,
+    kspace: torch.Tensor,
+    coil_maps: torch.Tensor,
+    mask: torch.Tensor,
+    fit_residual: float,
+    fit_params: torch.Tensor,
+    config: AdaptConfig = AdaptConfig(),
+    disagreement_target: float | None = None,
+) -> AdaptedSlice:
+    """Adapt a copy of ``model`` to one slice (:func:`adapt_to_slice`) and reconstruct it.
+
+    The one adaptation path of ``pinqi reconstruct --adapt`` and
+    :func:`pinqi.api.reconstruct_maps`. Arguments as :func:`adapt_to_slice` (``fit_params``
+    required: the disagreement is measured against it); the results are on the model's
+    device.
+    """
+    adapted, report = adapt_to_slice(
+        model, kspace, coil_maps, mask, fit_residual, config, fit_params, disagreement_target
+    )
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        params = adapted(kspace, coil_maps, mask).parameters[-1]
+        acquisition = CartesianAcquisition(coil_maps, mask)
+        return AdaptedSlice(
+            params,
+            kspace_residual(adapted.signal_model, params, acquisition, kspace),
+            residual_map(adapted.signal_model, params, acquisition, kspace),
+            t1_disagreement(adapted.signal_model, params, fit_params),
+            report,
+        )

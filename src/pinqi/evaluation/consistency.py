@@ -309,9 +309,31 @@ class ResidualCheck:
 
         A NaN statistic counts as above.
         """
-        above_ratio = ~(ratio.detach().cpu().double() <= self.limit(noise_sigma))
-        within = disagreement.detach().cpu().double() <= self.disagreement_limit(noise_sigma)
-        return above_ratio | ~within
+        above_ratio = _above(ratio, self.limit(noise_sigma))
+        return above_ratio | _above(disagreement, self.disagreement_limit(noise_sigma))
+
+    def warn(
+        self,
+        ratio: torch.Tensor,
+        disagreement: torch.Tensor,
+        noise_sigma: torch.Tensor,
+        what: str = "slice",
+    ) -> list[int]:
+        """:func:`warn_if_inconsistent` with this check's limits; the flagged indices."""
+        return warn_if_inconsistent(
+            ratio,
+            self.limit(noise_sigma),
+            what,
+            disagreement,
+            self.disagreement_limit(noise_sigma),
+            stacklevel=3,
+        )
+
+
+def _above(statistic: torch.Tensor, limit: float | torch.Tensor) -> torch.Tensor:
+    """The data check's rule: ``statistic`` above ``limit`` ``(batch,)`` bool; NaN is above."""
+    statistic = statistic.detach().cpu().double()
+    return ~(statistic <= torch.as_tensor(limit, dtype=torch.float64).expand(statistic.shape))
 
 
 def excess_residual_map(
@@ -340,22 +362,22 @@ def warn_if_inconsistent(
     what: str = "slice",
     disagreement: torch.Tensor | None = None,
     disagreement_limit: torch.Tensor | None = None,
+    stacklevel: int = 2,
 ) -> list[int]:
     """Warn about the slices that fail the data check; return their indices.
 
     A slice fails where its residual ratio exceeds ``limit`` (one number or one per slice,
     :meth:`ResidualCheck.limit`) or, when given, its :func:`t1_disagreement` exceeds
     ``disagreement_limit`` (per slice, :meth:`ResidualCheck.disagreement_limit`). The warning
-    is one line with rounded numbers and says what to do.
+    is one line with rounded numbers and says what to do; ``stacklevel`` as in
+    :func:`warnings.warn` (2: the caller of this function).
     """
     limits = torch.as_tensor(limit, dtype=torch.float64).expand(ratio.shape)
-    ratio_bad = [not r <= c for r, c in zip(ratio.tolist(), limits.tolist(), strict=True)]
+    ratio_bad = _above(ratio, limits).tolist()
     t1_bad = [False] * len(ratio_bad)
     if disagreement is not None and disagreement_limit is not None:
         t1_limits = torch.as_tensor(disagreement_limit, dtype=torch.float64).expand(ratio.shape)
-        t1_bad = [
-            not d <= c for d, c in zip(disagreement.tolist(), t1_limits.tolist(), strict=True)
-        ]
+        t1_bad = _above(disagreement, t1_limits).tolist()
     bad = [i for i in range(len(ratio_bad)) if ratio_bad[i] or t1_bad[i]]
     if bad:
         listed = ", ".join(str(i) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
@@ -382,7 +404,7 @@ def warn_if_inconsistent(
             "protocol); check these maps against pinqi fit --data (the residual maps show "
             "where).",
             OutOfDistributionWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
     return bad
 

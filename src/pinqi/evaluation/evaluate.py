@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pinqi.data.datasets import H5Dataset
-from pinqi.evaluation.adaptation import Adaptation, AdaptConfig, adapt_to_slice
+from pinqi.evaluation.adaptation import Adaptation, AdaptConfig, reconstruct_adapted
 from pinqi.evaluation.bart import BartConfig, bart_pics_fit
 from pinqi.evaluation.consistency import (
     check_consistency,
@@ -26,10 +26,7 @@ from pinqi.evaluation.consistency import (
     kspace_residual,
     load_residual_check,
     percent_apart,
-    residual_map,
     residual_ratio,
-    t1_disagreement,
-    warn_if_inconsistent,
 )
 from pinqi.evaluation.fit import fully_sampled_fit
 from pinqi.evaluation.signal_check import SignalModelWarning, kspace_signal_problems
@@ -391,13 +388,8 @@ def evaluate(
         writer.writerows(rows)
     summary = summarise(rows)
     check = load_residual_check(checkpoint)
-    flagged = warn_if_inconsistent(
-        result.residual_ratio,
-        check.limit(result.noise_sigma),
-        "sample",
-        result.t1_disagreement,
-        check.disagreement_limit(result.noise_sigma),
-    )
+    ratio, disagreement = result.residual_ratio, result.t1_disagreement
+    flagged = check.warn(ratio, disagreement, result.noise_sigma, "sample")
     (out / "summary.md").write_text(
         f"Checkpoint: {checkpoint}\nData: {data} ({len(dataset)} samples)\n\n{summary}\n\n"
         "Errors over the brain-mask pixels. nRMSE = ||x - x_true|| / ||x_true||; MAE = mean "
@@ -531,7 +523,7 @@ def reconstruct(
             f"the fit's by {percent_apart(disagreement.median())} (median), up to "
             f"{percent_apart(disagreement.max())}"
         )
-        flagged = warn_if_inconsistent(ratio, limit, "slice", disagreement, t1_limit)
+        flagged = limits.warn(ratio, disagreement, result.noise_sigma)
         verdict = DataCheck(limit, ratio.clone(), flagged, t1_limit, disagreement.clone())
         if adapt is not None:
             target = limits.disagreement_median
@@ -594,20 +586,14 @@ def adapt_slices(
         inputs = tuple(dataset[i][name][None].to(device) for name in INPUTS)
         fit_residual = float(result.kspace_residual["CG-SENSE + fit"][i])
         fit_maps = result.maps["CG-SENSE + fit"][i : i + 1].to(device)
-        adapted, reports[i] = adapt_to_slice(
-            model, *inputs, fit_residual, config, fit_maps, disagreement_target
+        adapted = reconstruct_adapted(
+            model, *inputs, fit_residual, fit_maps, config, disagreement_target
         )
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            params = adapted(*inputs).parameters[-1]
-            acquisition = CartesianAcquisition(*inputs[1:])
-            residual = kspace_residual(adapted.signal_model, params, acquisition, inputs[0])
-            pixels = residual_map(adapted.signal_model, params, acquisition, inputs[0])
-            apart = t1_disagreement(adapted.signal_model, params, fit_maps)
-        result.maps["PINQI"][i] = params[0].cpu()
-        result.kspace_residual["PINQI"][i] = residual[0].cpu()
-        result.residual_maps["PINQI"][i] = pixels[0].cpu()
-        result.t1_disagreement[i] = apart[0].cpu()
+        reports[i] = adapted.adaptation
+        result.maps["PINQI"][i] = adapted.params[0].cpu()
+        result.kspace_residual["PINQI"][i] = adapted.kspace_residual[0].cpu()
+        result.residual_maps["PINQI"][i] = adapted.residual_map[0].cpu()
+        result.t1_disagreement[i] = adapted.t1_disagreement[0].cpu()
     if reports:
         seconds = sum(r.seconds for r in reports.values())
         print(
