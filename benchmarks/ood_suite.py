@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from pinqi.data.datasets import SimulatedDataset
-from pinqi.evaluation.adaptation import adapt_to_slice
+from pinqi.evaluation.adaptation import reconstruct_adapted
 from pinqi.evaluation.consistency import load_residual_check
 from pinqi.evaluation.evaluate import INPUTS, reconstruct_all
 from pinqi.metrics import parameter_metrics
@@ -81,14 +81,11 @@ def run_condition(model, data, split: str, n: int, seed: int, check, adapt: bool
         inputs = [samples[i][k][None] for k in INPUTS]
         fit = float(result.kspace_residual["CG-SENSE + fit"][i])
         fit_maps = result.maps["CG-SENSE + fit"][i : i + 1]
-        network, report = adapt_to_slice(
-            model, *inputs, fit, fit_params=fit_maps, disagreement_target=check.disagreement_median
+        slice_ = reconstruct_adapted(
+            model, *inputs, fit, fit_maps, disagreement_target=check.disagreement_median
         )
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            params = network(*inputs).parameters[-1]
-        error = parameter_metrics(params, truth[i : i + 1], masks[i : i + 1])["t1_nrmse"]
-        adapted[i] = (float(error[0]), report)
+        error = parameter_metrics(slice_.params, truth[i : i + 1], masks[i : i + 1])["t1_nrmse"]
+        adapted[i] = (float(error[0]), slice_.adaptation)
     return [
         {
             "slice": i,
