@@ -22,6 +22,7 @@ from pinqi.evaluation.consistency import (
     residual_ratio_limit,
 )
 from pinqi.training.checkpoints import default_model_path, load_model, shipped_model_path
+from pinqi.training.clock import training_clock
 from pinqi.training.run import train
 
 TINY = {
@@ -55,14 +56,15 @@ def test_export_stores_the_calibrated_limit(tmp_path):
     main(
         [
             *["export", "--checkpoint", str(last), "--out", str(out), "--calibration-samples", "3"],
-            *["--training-minutes", "1.5", "--hardware", "2 CPU cores"],
         ]
     )
     card = torch.load(out, weights_only=False)["card"]
-    # the budget on the card: steps x batch size, and what the owner reported
+    # the budget on the card: steps x batch size, and the training clock of the checkpoint
     state = torch.load(last, weights_only=False)
     assert card["training_samples"] == state["global_step"] * TINY["optim"]["batch_size"] > 0
-    assert card["training_minutes"] == 1.5 and card["hardware"] == "2 CPU cores"
+    clock = training_clock(last)
+    assert card["training_minutes"] == round(clock["seconds"] / 60, 1)
+    assert card["devices"] == clock["devices"] == [f"CPU ({torch.get_num_threads()} threads)"]
     check = card["residual_check"]
     assert check["n_samples"] == 3 and check["median"] <= check["max"]
     # 3 slices: one noise band, and too few for the rank, so the largest combined score:

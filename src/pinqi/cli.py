@@ -183,7 +183,7 @@ def _export(args: argparse.Namespace) -> None:
     from pinqi.evaluation.calibration import calibrate_residual_check
     from pinqi.training.checkpoints import export_model, load_model, model_card
 
-    card = model_card(args.checkpoint, args.notes, args.training_minutes, args.hardware)
+    card = model_card(args.checkpoint, args.notes)
     if args.calibration_samples > 0:
         model, config = load_model(args.checkpoint)
         print(f"calibrating the data-residual check on {args.calibration_samples} slices")
@@ -674,16 +674,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", type=Path, required=True, help="Lightning checkpoint")
     export.add_argument("--out", type=Path, required=True, help="output .pt file")
     export.add_argument("--notes", default="", help="free text for the model card")
-    export.add_argument(
-        "--training-minutes",
-        type=float,
-        help="wall-clock minutes the training took, for the model card (not in the checkpoint)",
-    )
-    export.add_argument(
-        "--hardware",
-        default="",
-        help="where the model was trained, for the model card, e.g. '2 CPU cores' or '1 H200'",
-    )
     export.add_argument(
         "--calibration-samples",
         type=int,

@@ -123,19 +123,14 @@ def package_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def model_card(
-    checkpoint: str | Path,
-    notes: str = "",
-    training_minutes: float | None = None,
-    hardware: str = "",
-) -> dict:
+def model_card(checkpoint: str | Path, notes: str = "") -> dict:
     """What a shipped model needs to be reproducible: data, config, seed, steps, commit, metrics.
 
     The last validation metrics are read from the run's ``logs/metrics.csv`` when present.
     ``training_samples`` is the optimisation steps times the batch size (pretraining
-    included). ``training_minutes`` (wall-clock time of the training) and ``hardware`` (where
-    it ran, e.g. ``"2 CPU cores"``) are what the run's owner reports; the checkpoint does not
-    record them.
+    included); ``training_minutes`` (wall clock, across resumes) and ``devices`` come from
+    the checkpoint's :class:`~pinqi.training.clock.TrainingClock` (None and empty for
+    checkpoints written before it existed).
     """
     import csv
     from datetime import datetime, timezone
@@ -153,6 +148,8 @@ def model_card(
         )
     config = ExperimentConfig.from_dict(state["hyper_parameters"]["config"])
     commit = package_commit()
+    # pinqi.training.clock.TrainingClock's state (read without importing Lightning)
+    clock = state.get("callbacks", {}).get("TrainingClock")
     validation = {}
     log = checkpoint.parent.parent / "logs" / "metrics.csv"
     if log.is_file():
@@ -168,8 +165,8 @@ def model_card(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "training_steps": int(state.get("global_step", 0)),
         "training_samples": int(state.get("global_step", 0)) * config.optim.batch_size,
-        "training_minutes": training_minutes,
-        "hardware": hardware or "not recorded",
+        "training_minutes": None if clock is None else round(clock["seconds"] / 60, 1),
+        "devices": [] if clock is None else clock["devices"],
         "epochs": int(state.get("epoch", 0)),
         "seed": config.seed,
         "data": (
