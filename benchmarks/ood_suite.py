@@ -39,7 +39,7 @@ from pinqi.evaluation.evaluate import INPUTS, reconstruct_all
 from pinqi.metrics import parameter_metrics
 from pinqi.training.checkpoints import load_model
 
-MODELS = ("default", "cpu-brainweb", "cpu-phantom")
+MODELS = ("default", "gpu-brainweb", "cpu-brainweb", "cpu-phantom")
 
 #: Condition -> SimulationConfig changes; the in-distribution condition changes nothing.
 SUITE: dict[str, dict] = {

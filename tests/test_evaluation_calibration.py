@@ -108,7 +108,7 @@ def test_reconstruct_warns_against_the_models_own_limit(tmp_path, limit, warned)
     assert ("**yes**" in summary) == warned
 
 
-@pytest.mark.parametrize("name", ["default", "cpu-brainweb", "cpu-phantom"])
+@pytest.mark.parametrize("name", ["default", "gpu-brainweb", "cpu-brainweb", "cpu-phantom"])
 def test_the_shipped_models_are_calibrated_per_noise_band(name):
     path = shipped_model_path(name)
     check = yaml.safe_load(path.with_suffix(".json").read_text())["residual_check"]

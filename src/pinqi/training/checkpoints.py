@@ -17,13 +17,16 @@ from pinqi.nets.methods import build_network
 DEFAULT_MODEL = "default"
 
 #: Models shipped with the package: ``--checkpoint NAME`` -> file in ``pinqi/weights``.
-#: ``default`` (= ``gpu-brainweb``) is the BrainWeb preset trained on the paper's data with
-#: batch 16 for 400 steps on a GPU, chosen on the BrainWeb validation slices; ``cpu-brainweb``
-#: is the same preset at 600 steps of batch 4 on 2 CPU cores (the ``pinqi`` row of
-#: ``configs/compare/cpu.yaml``); ``cpu-phantom`` is trained with ``configs/cpu.yaml`` on the
-#: built-in phantom only. Each file has a model card ``<file>.json`` (docs/results.md).
+#: ``default`` (= ``brainweb-long``) is ``configs/brainweb-long.yaml``: the BrainWeb preset on
+#: the paper's data trained for 40,000 samples (10,000 steps of batch 4 on 2 CPU cores);
+#: ``gpu-brainweb`` (the default before) is the same network trained with batch 16 for 400
+#: steps on a GPU (6,400 samples); ``cpu-brainweb`` the same at 600 steps of batch 4 (the
+#: ``pinqi`` row of ``configs/compare/cpu.yaml``); ``cpu-phantom`` is trained with
+#: ``configs/cpu.yaml`` on the built-in phantom only. Each file has a model card
+#: ``<file>.json`` (docs/results.md).
 SHIPPED_MODELS = {
-    DEFAULT_MODEL: "pinqi-gpu-brainweb.pt",
+    DEFAULT_MODEL: "pinqi-brainweb-long.pt",
+    "brainweb-long": "pinqi-brainweb-long.pt",
     "gpu-brainweb": "pinqi-gpu-brainweb.pt",
     "cpu-brainweb": "pinqi-cpu-brainweb.pt",
     "cpu-phantom": "pinqi-cpu.pt",
