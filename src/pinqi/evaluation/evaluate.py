@@ -28,6 +28,7 @@ from pinqi.evaluation.consistency import (
     percent_apart,
     residual_ratio,
 )
+from pinqi.evaluation.device import resolve_device
 from pinqi.evaluation.fit import fully_sampled_fit
 from pinqi.evaluation.signal_check import SignalModelWarning, kspace_signal_problems
 from pinqi.external.bart import find_bart
@@ -46,35 +47,6 @@ REFERENCES = {"bart": "bart-pics", "full": "fully sampled fit"}
 
 #: The batch entries the reconstructions read.
 INPUTS = ("kspace", "coil_maps", "mask")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """The torch device named ``device``; ``"auto"`` is cuda when available, else cpu.
-
-    Raises
-    ------
-    ValueError
-        If ``device`` names no device type, or a CUDA device that this machine lacks.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
-            raise ValueError(
-                f"device {str(device)!r} requested but CUDA is not available (torch "
-                f"{torch.__version__} with {build}); use device 'cpu' (--device cpu)"
-            )
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {str(device)!r} requested but only {torch.cuda.device_count()} CUDA "
-                "device(s) are available"
-            )
-    return resolved
 
 
 @dataclass(frozen=True)

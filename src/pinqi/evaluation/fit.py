@@ -111,7 +111,7 @@ def fit_file(
         the CPU.
     """
     from pinqi.data.datasets import H5Dataset
-    from pinqi.evaluation.evaluate import resolve_device
+    from pinqi.evaluation.device import resolve_device
     from pinqi.io.nifti import write_maps
     from pinqi.io.staging import staged_folder
     from pinqi.metrics import t1_from_r1

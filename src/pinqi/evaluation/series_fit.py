@@ -194,7 +194,7 @@ def _chunks(n: int, progress: bool, what: str) -> tqdm:
 def _fit_complex(
     data: torch.Tensor, tau: np.ndarray, model_name: str, device: str | torch.device, progress: bool
 ) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
-    from pinqi.evaluation.evaluate import resolve_device
+    from pinqi.evaluation.device import resolve_device
 
     device = resolve_device(device)
     model = signal_model(model_name, torch.from_numpy(tau)).to(device)
