@@ -83,6 +83,28 @@ def test_export_stores_the_calibrated_limit(tmp_path):
     assert again["max"] == pytest.approx(check["max"], rel=1e-5)
 
 
+def test_calibration_draws_from_the_chosen_splits(tmp_path):
+    last = train(ExperimentConfig.from_dict(TINY), tmp_path / "run")
+    out = tmp_path / "model.pt"
+    main(["export", "--checkpoint", str(last), "--out", str(out), "--calibration-samples", "4",
+          "--calibration-splits", "val,train"])  # fmt: skip
+    check = torch.load(out, weights_only=False)["card"]["residual_check"]
+    assert check["n_samples"] == 4 and check["data"].startswith("2 val + 2 train slices")
+    # the pooled statistics are those of each split's own draws
+    model, config = load_model(out)
+    alone = [
+        calibrate_residual_check(model, config, 2, progress=False, splits=(split,))
+        for split in ("val", "train")
+    ]
+    assert check["max"] == pytest.approx(max(a["max"] for a in alone), rel=1e-5)
+    assert alone[0]["max"] != pytest.approx(alone[1]["max"], rel=1e-5)  # other slices
+    for splits in ((), ("test",), ("val", "val")):
+        with pytest.raises(ValueError, match="splits must be distinct names"):
+            calibrate_residual_check(model, config, 2, progress=False, splits=splits)
+    with pytest.raises(ValueError, match="at least one per split"):
+        calibrate_residual_check(model, config, 1, progress=False, splits=("val", "train"))
+
+
 @pytest.mark.parametrize("limit, warned", [(1e-3, True), (1e3, False)])
 def test_reconstruct_warns_against_the_models_own_limit(tmp_path, limit, warned):
     state = torch.load(default_model_path(), weights_only=False)

@@ -188,7 +188,12 @@ def _export(args: argparse.Namespace) -> None:
         model, config = load_model(args.checkpoint)
         print(f"calibrating the data-residual check on {args.calibration_samples} slices")
         card["residual_check"] = calibrate_residual_check(
-            model, config, args.calibration_samples, args.device, false_alarm=args.false_alarm
+            model,
+            config,
+            args.calibration_samples,
+            args.device,
+            false_alarm=args.false_alarm,
+            splits=args.calibration_splits,
         )
     out = export_model(args.checkpoint, args.out, card)
     print(f"wrote {out} and {out.with_suffix('.json')}")
@@ -687,6 +692,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.05,
         help="share of in-distribution slices the calibrated check may flag (default 0.05)",
+    )
+    export.add_argument(
+        "--calibration-splits",
+        type=lambda text: _names(text, ("val", "train")),
+        default=["val"],
+        help="data splits the calibration slices are drawn from, in equal shares: val, or "
+        "val,train for the anatomies of the training subjects too (default: val)",
     )
     export.add_argument(
         "--device", default="auto", help="torch device for the calibration: auto, cpu, cuda"

@@ -23,6 +23,7 @@ the two).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -106,8 +107,14 @@ def calibrate_residual_check(
     device: str | torch.device = "cpu",
     progress: bool = True,
     false_alarm: float = FALSE_ALARM_RATE,
+    splits: Sequence[str] = ("val",),
 ) -> dict:
     """Residual ratios and T1 disagreements of ``model`` on validation slices; its limits.
+
+    ``splits`` are the data splits the ``n_samples`` slices are drawn from, in equal shares
+    (the first takes the remainder): ``("val", "train")`` adds slices of the training
+    subjects (new random draws of the training distribution, not the run's own samples) to
+    the validation subject(s), for more anatomical variety than the validation split has.
 
     Returns
     -------
@@ -121,13 +128,30 @@ def calibrate_residual_check(
     from pinqi.data.datasets import SimulatedDataset
     from pinqi.evaluation.evaluate import reconstruct_all
 
+    unknown = sorted(set(splits) - {"val", "train"})
+    if not splits or unknown or len(set(splits)) != len(splits):
+        raise ValueError(f"splits must be distinct names of 'val' and 'train', got {splits}")
+    if n_samples < len(splits):
+        raise ValueError(f"n_samples {n_samples} must be at least one per split {splits}")
     data = config.data.without_coverage()
     seed = config.seed + 7919  # not the training run's own validation set
-    dataset = SimulatedDataset(data, "val", n_samples, seed=seed)
-    result = reconstruct_all(model, dataset, 4, baseline=True, progress=progress, device=device)
-    ratio = result.residual_ratio
-    disagreement = result.t1_disagreement
-    check = residual_check_from_ratios(ratio, result.noise_sigma, false_alarm, disagreement)
+    shares = [n_samples // len(splits)] * len(splits)
+    shares[0] += n_samples - sum(shares)
+    results = [
+        reconstruct_all(
+            model,
+            SimulatedDataset(data, split, share, seed=seed),
+            4,
+            baseline=True,
+            progress=progress,
+            device=device,
+        )
+        for split, share in zip(splits, shares, strict=True)
+    ]
+    ratio = torch.cat([result.residual_ratio for result in results])
+    disagreement = torch.cat([result.t1_disagreement for result in results])
+    noise_sigma = torch.cat([result.noise_sigma for result in results])
+    check = residual_check_from_ratios(ratio, noise_sigma, false_alarm, disagreement)
     return {
         "limits": list(check.limits),
         "noise_edges": list(check.noise_edges),
@@ -138,5 +162,8 @@ def calibrate_residual_check(
         "t1_disagreement_limits": list(check.disagreement_limits),
         "t1_disagreement_median": float(disagreement.median()),
         "n_samples": n_samples,
-        "data": f"validation split of the training data ({data.anatomy}), seed {seed}",
+        "data": (
+            f"{' + '.join(f'{n} {split}' for split, n in zip(splits, shares, strict=True))} "
+            f"slices of the training data ({data.anatomy}), seed {seed}"
+        ),
     }
