@@ -24,8 +24,11 @@ from pinqi.training.checkpoints import load_model, package_commit
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="exported model file (.pt)")
-    parser.add_argument("--samples", type=int, default=64, help="validation slices")
+    parser.add_argument("--samples", type=int, default=64, help="calibration slices")
     parser.add_argument("--brainweb", help="BrainWeb folder, if not the model's own")
+    parser.add_argument(
+        "--splits", default="val", help="splits the slices are drawn from: val or val,train"
+    )
     args = parser.parse_args()
     state = torch.load(args.model, map_location="cpu", weights_only=False)
     if "card" not in state:
@@ -33,7 +36,8 @@ def main() -> None:
     model, config = load_model(args.model)
     if args.brainweb:
         config = replace(config, data=replace(config.data, brainweb_dir=args.brainweb))
-    check = calibrate_residual_check(model, config, args.samples)
+    splits = tuple(args.splits.split(","))
+    check = calibrate_residual_check(model, config, args.samples, splits=splits)
     check["commit"] = package_commit() or "unknown"
     state["card"]["residual_check"] = check
     torch.save(state, args.model)
