@@ -188,7 +188,7 @@ class AdaptedSlice:
     params
         The adapted network's maps ``(1, P, H, W)``.
     kspace_residual
-        ||A q(p) - k|| / ||k|` of these maps ``(1,)``
+        ||A q(p) - k|| / ||k|| of these maps ``(1,)``
         (:func:`~pinqi.evaluation.consistency.kspace_residual`).
     residual_map
         Their per-pixel data residual ``(1, H, W)``

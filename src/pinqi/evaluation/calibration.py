@@ -109,7 +109,7 @@ def calibrate_residual_check(
     false_alarm: float = FALSE_ALARM_RATE,
     splits: Sequence[str] = ("val",),
 ) -> dict:
-    """Residual ratios and T1 disagreements of ``model`` on validation slices; its limits.
+    """Residual ratios and T1 disagreements of ``model`` on calibration slices; its limits.
 
     ``splits`` are the data splits the ``n_samples`` slices are drawn from, in equal shares
     (the first takes the remainder): ``("val", "train")`` adds slices of the training
