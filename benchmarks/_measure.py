@@ -63,6 +63,19 @@ def run_worker(script: str, args: list, memory: bool) -> dict | None:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def cpu_processes(config: ExperimentConfig) -> int:
+    """Training processes a preset runs on the CPU: ``optim.devices`` on ``accelerator: cpu``."""
+    optim = config.optim
+    if optim.accelerator == "cpu" and isinstance(optim.devices, int):
+        return optim.devices * optim.num_nodes
+    return 1
+
+
+def global_batch(config: ExperimentConfig) -> int:
+    """Samples per optimisation step of a preset: per-process batch x its CPU processes."""
+    return config.optim.batch_size * cpu_processes(config)
+
+
 def network_and_batch(
     config: ExperimentConfig, batch: int, split: str = "val"
 ) -> tuple[PINQI, SimulatedDataset, dict[str, torch.Tensor]]:
@@ -132,23 +145,28 @@ def version_table(
     cases: list[tuple[str, str, list[str]]],
     device: str,
     repeats: int,
+    variants: tuple[tuple[str, list[str]], ...] = (),
 ) -> str:
     """Markdown table: per case and code version, s/step, steps/min, ops, reads, peak memory.
 
-    ``cases`` are (label, preset path relative to a tree, worker options). The last column is
-    the step's speed-up of each version over the first one.
+    ``cases`` are (label, preset path relative to a tree, worker options); ``variants`` are
+    (label, more worker options) measured on the ``"new"`` tree after the versions. The last
+    column is the step's speed-up of each row over the case's first version.
     """
     lines = [
-        "| case | code | batch x size, T, fit | s/step | steps/min | aten ops/step "
-        "| host reads/step | peak memory [GiB] | speed-up |",
+        "| case | code | batch x size, T, fit, processes x threads | s/step | steps/min "
+        "| aten ops/step | host reads/step | peak memory [GiB] | speed-up |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, config, extra in cases:
         first = None
-        for version, tree in trees.items():
-            r = measure_step(tree, config, device, repeats, extra)
+        rows = [(version, tree, extra) for version, tree in trees.items()]
+        rows += [(name, trees["new"], [*extra, *more]) for name, more in variants]
+        for version, tree, options in rows:
+            r = measure_step(tree, config, device, repeats, options)
             first = first or r["seconds"]
             shape = f"{r['batch']} x {r['size']}, {r['iterations']}, {r['fit_solver']}"
+            shape += f", {r.get('processes', 1)} x {r.get('threads', '?')}"
             lines.append(
                 f"| {label} | {version} | {shape} | {r['seconds']:.3f} | "
                 f"{60 / r['seconds']:.1f} | {r['aten_ops']:,} | {r['host_reads']:,} | "

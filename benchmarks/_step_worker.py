@@ -5,6 +5,14 @@ pointing at the pinqi source to measure (the current tree or an older commit's),
 only interfaces every version has: the preset, the built-in phantom, the network and its loss.
 
     PYTHONPATH=src python benchmarks/_step_worker.py --config configs/cpu-brainweb.yaml
+
+The batch is the preset's samples per step (``optim.batch_size`` times the CPU processes of a
+preset with ``devices: W``). With ``--processes W`` (on the CPU by default the preset's
+``devices``; the current code only for W > 1) the step runs data-parallel in W processes on
+this machine (``torch.distributed`` with gloo, ``DistributedDataParallel``), each with its share
+of the cores and of the batch, as ``pinqi train`` runs a preset with ``devices: W``: the time is
+that of the slowest process, from a barrier before the step to one after it; operators and
+host reads are those of one process, the peak memory the sum over the processes.
 """
 
 from __future__ import annotations
@@ -12,7 +20,9 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import statistics
+import tempfile
 import time
 from dataclasses import replace
 
@@ -23,6 +33,8 @@ from pinqi.config import ExperimentConfig
 from pinqi.data.datasets import SimulatedDataset
 from pinqi.nets.methods import build_network
 from pinqi.training.objectives import training_loss
+
+from _measure import cpu_processes, global_batch
 
 #: Tensor methods that copy a value to the host (a synchronisation on accelerators).
 HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
@@ -85,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, help="override optim.batch_size")
+    parser.add_argument("--batch", type=int, help="samples per step (all processes)")
     parser.add_argument("--size", type=int, help="override data.size")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="section.key=value")
@@ -94,25 +106,64 @@ def main() -> None:
         action="store_true",
         help="measure the peak memory of one step only (run with MALLOC_MMAP_THRESHOLD_ set)",
     )
+    parser.add_argument("--processes", type=int, help="data-parallel processes sharing the batch")
     args = parser.parse_args()
+    if args.processes is None:
+        config = ExperimentConfig.from_yaml(args.config).with_overrides(args.set)
+        args.processes = cpu_processes(config) if args.device == "cpu" else 1
+    if args.processes == 1:
+        measure(args)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        torch.multiprocessing.spawn(
+            _process, (args, os.path.join(folder, "rendezvous")), nprocs=args.processes
+        )
+
+
+def _process(rank: int, args: argparse.Namespace, rendezvous: str) -> None:
+    """Process ``rank`` of a data-parallel measurement (see the module docstring)."""
+    import torch.distributed as dist
+
+    from pinqi.training.module import share_cpu_cores
+
+    share_cpu_cores(args.processes)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=args.processes
+    )
+    try:
+        measure(args, rank)
+    finally:
+        dist.destroy_process_group()
+
+
+def measure(args: argparse.Namespace, rank: int | None = None) -> None:
+    """Measure the step of one process (``rank`` None) or of data-parallel process ``rank``."""
     config = ExperimentConfig.from_yaml(args.config).with_overrides(args.set)
     data = replace(config.data.without_coverage(), anatomy="builtin", brainweb_dir=None)
     if args.size:
         data = replace(data, size=args.size)
-    batch_size = args.batch or config.optim.batch_size
+    batch_size = args.batch or global_batch(config)
     dataset = SimulatedDataset(data, "train", batch_size, seed=0)
-    samples = [dataset[i] for i in range(batch_size)]
+    share = range(batch_size)
+    if rank is not None:  # this process's share of the batch
+        share = range(rank, batch_size, args.processes)
+    samples = [dataset[i] for i in share]
     batch = {k: torch.stack([s[k] for s in samples]).to(args.device) for k in samples[0]}
     torch.manual_seed(0)
     net = build_network(config.method, config.model, data.signal_model, data.tau)
     net = net.to(args.device).train()
+    forward = net
+    if rank is not None:
+        forward = torch.nn.parallel.DistributedDataParallel(net)
     cuda = args.device.startswith("cuda")
 
     def step() -> None:
-        out = net(batch["kspace"], batch["coil_maps"], batch["mask"])
+        out = forward(batch["kspace"], batch["coil_maps"], batch["mask"])
         loss = training_loss(net, batch, out, config.optim)
         net.zero_grad(set_to_none=True)
         loss.backward()
+        if rank is not None:
+            torch.distributed.barrier()
 
     step()  # warm-up
     if args.memory:
@@ -124,10 +175,17 @@ def main() -> None:
             before = reset_vm_hwm()
         step()
         peak = (torch.cuda.max_memory_allocated() if cuda else vm_hwm()) - before
-        print(json.dumps({"peak_bytes": peak}))
+        if rank is not None:
+            total = torch.tensor(float(peak))
+            torch.distributed.all_reduce(total)
+            peak = int(total)
+        if not rank:
+            print(json.dumps({"peak_bytes": peak}))
         return
     times = []
     for _ in range(args.repeats):
+        if rank is not None:
+            torch.distributed.barrier()
         start = time.perf_counter()
         step()
         if cuda:
@@ -137,6 +195,8 @@ def main() -> None:
         counter = CountOps()
         with counter:
             step()
+    if rank:
+        return
     print(
         json.dumps(
             {
@@ -147,6 +207,8 @@ def main() -> None:
                 "size": data.size,
                 "iterations": config.model.iterations,
                 "fit_solver": config.model.fit_solver,
+                "processes": args.processes,
+                "threads": torch.get_num_threads(),  # per process
             }
         )
     )

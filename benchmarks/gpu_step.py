@@ -95,12 +95,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} CPU threads")
     if args.baseline or args.baseline_src:
         trees = source_trees(args.baseline, args.baseline_src)
-        print(version_table(trees, GPU_CASES, "cuda", args.repeats), flush=True)
-        checkpointed = [
-            (f"{label}, checkpoint_unets", config, ["--set", "model.checkpoint_unets=true"])
-            for label, config, _ in GPU_CASES
-        ]
-        print(version_table({"new": trees["new"]}, checkpointed, "cuda", args.repeats), flush=True)
+        checkpointed = (("new, checkpoint_unets", ["--set", "model.checkpoint_unets=true"]),)
+        print(version_table(trees, GPU_CASES, "cuda", args.repeats, checkpointed), flush=True)
     paper = ExperimentConfig.from_yaml("configs/paper.yaml")
     for workers in (paper.optim.num_workers, 2 * paper.optim.num_workers):
         rate = data_rate(paper, workers)

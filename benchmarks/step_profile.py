@@ -5,9 +5,12 @@
    measured for the old and the current code, each in a fresh process: seconds per step
    (median), steps per minute, aten operators and host reads (value copies to the host, each a
    synchronisation on a GPU) per step, peak memory. Cases: the ``cpu-brainweb`` preset (96 x
-   96, batch 4, T = 3) and ``configs/paper.yaml`` (T = 5, full-width UNets) at 64 x 64, batch 2
-   (its full size costs ~20 s per step here).
-2. The step of the current code broken into its parts, in one process and on the same batch:
+   96, 4 samples per step, T = 3; as the preset runs it: 2 data-parallel processes where it
+   says ``devices: 2``) and ``configs/paper.yaml`` (T = 5, full-width UNets) at 64 x 64, batch
+   2 (its full size costs ~20 s per step here). Variants of the current code: one process
+   with all cores, and ``sync_free: always``.
+2. The step of the current code broken into its parts, in one process and on the same batch
+   (all of the step's samples):
    the two UNets (P_theta T + 1 times, Y_theta T times), the T data-consistency layers (CG
    forward + implicit backward), the T signal fits (Newton forward + exact backward), the
    initial images, and the generation of one batch of training data. "Rest" is the step minus
@@ -32,13 +35,20 @@ from pinqi.solvers.data_consistency import solve_data_consistency
 from pinqi.solvers.signal_fit import solve_signal_fit
 from pinqi.training.losses import pinqi_loss
 
-from _measure import machine, network_and_batch, source_trees, version_table
+from _measure import global_batch, machine, network_and_batch, source_trees, version_table
 
 #: (label, preset, worker options) of the old-against-new table on the CPU.
 CPU_CASES = [
     ("cpu-brainweb", "configs/cpu-brainweb.yaml", []),
     ("paper.yaml at 64 x 64, batch 2", "configs/paper.yaml", ["--size", "64", "--batch", "2"]),
 ]
+
+
+#: Variants of the current code measured beside it: (label, worker options).
+VARIANTS = (
+    ("new, one process", ["--processes", "1"]),
+    ("new, sync_free always", ["--set", "model.sync_free=always"]),
+)
 
 
 def median_time(call: Callable[[], None], repeats: int) -> float:
@@ -61,19 +71,14 @@ def main() -> None:
     print(f"machine: {machine()}\n")
     if args.baseline or args.baseline_src:
         trees = source_trees(args.baseline, args.baseline_src)
-        print(version_table(trees, CPU_CASES, "cpu", args.repeats) + "\n")
-        sync_free = [
-            (f"{label}, sync_free always", config, [*extra, "--set", "model.sync_free=always"])
-            for label, config, extra in CPU_CASES
-        ]
-        print(version_table({"new": trees["new"]}, sync_free, "cpu", args.repeats) + "\n")
+        print(version_table(trees, CPU_CASES, "cpu", args.repeats, VARIANTS) + "\n")
     parts_table(args)
 
 
 def parts_table(args: argparse.Namespace) -> None:
     """The current step broken into its parts (see the module docstring)."""
     config = ExperimentConfig.from_yaml(args.config)
-    batch_size, t = config.optim.batch_size, config.model.iterations
+    batch_size, t = global_batch(config), config.model.iterations
     net, train_set, data = network_and_batch(config, batch_size, "train")
     kspace, coils, mask = data["kspace"], data["coil_maps"], data["mask"]
     acquisition = CartesianAcquisition(coils, mask)

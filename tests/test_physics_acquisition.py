@@ -38,7 +38,7 @@ def test_gram_equals_adjoint_of_forward(full_mask):
     if full_mask:
         mask = mask.expand(-1, -1, 8, -1) & (torch.rand(2, 3, 8, 8) > 0.3)
     op = CartesianAcquisition(coils, mask)
-    assert op.lines_along_w != full_mask
+    assert (op.mask.shape[-2] == 1) != full_mask  # both paths of gram: lines along W, any mask
     x = random_complex(*op.image_shape, seed=5)
     torch.testing.assert_close(op.gram(x), op.adjoint(op.forward(x)))
 
@@ -104,3 +104,23 @@ def test_all_frames_at_once_equals_frame_by_frame(full_mask):
     torch.testing.assert_close(
         at_once.coil_map_gradient(y, g, k), per_frame.coil_map_gradient(y, g, k)
     )
+
+
+@pytest.mark.parametrize("full_mask", [False, True])
+def test_coil_map_gradient_is_the_autograd_gradient(full_mask):
+    """Eq. 18's coil-map term, with and without the k-space term, against autograd."""
+    coils, mask = small_acquisition(batch=2)
+    if full_mask:
+        mask = torch.rand(2, mask.shape[1], 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5
+    op = CartesianAcquisition(coils, mask)
+    y = random_complex(*op.image_shape, dtype=coils.dtype, seed=2)
+    g = random_complex(*op.image_shape, dtype=coils.dtype, seed=3)
+    k = random_complex(*op.kspace_shape, dtype=coils.dtype, seed=4)
+    for kspace in (k, None):
+        maps = coils.clone().requires_grad_()
+        acquisition = CartesianAcquisition(maps, mask)
+        residual = -acquisition.gram(y)
+        if kspace is not None:
+            residual = residual + acquisition.adjoint(kspace)
+        (expected,) = torch.autograd.grad((g.conj() * residual).real.sum(), maps)
+        torch.testing.assert_close(op.coil_map_gradient(y, g, kspace), expected)

@@ -4,11 +4,15 @@ like one process with the doubled batch."""
 import contextlib
 import csv
 import io
+import os
 
 import pytest
+import torch
 import torch.distributed as dist
 
 from pinqi.config import ExperimentConfig
+from pinqi.training.checkpoints import model_card
+from pinqi.training.module import share_cpu_cores
 from pinqi.training.run import train
 
 from test_training import TINY
@@ -54,6 +58,28 @@ def test_two_ddp_processes_train_like_one_process_with_the_doubled_batch(tmp_pat
     assert ddp == pytest.approx(single, rel=0.02)
     # a control: one process with half the batch sees other samples
     assert half[0] != pytest.approx(single[0], rel=0.02)
+    # the card counts the samples of both processes; each process ran its share of the cores
+    for name in ("single", "ddp"):
+        assert model_card(tmp_path / name / "checkpoints" / "last.ckpt")["training_samples"] == 12
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    if "OMP_NUM_THREADS" in os.environ:
+        threads = int(os.environ["OMP_NUM_THREADS"])
+    devices = model_card(tmp_path / "ddp" / "checkpoints" / "last.ckpt")["devices"]
+    assert devices == [f"2 x CPU ({threads} threads)"]
+
+
+def test_processes_share_the_cores(monkeypatch):
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert share_cpu_cores(2) == max(1, cores // 2)
+        assert share_cpu_cores(4 * cores) == 1
+        torch.set_num_threads(before)
+        monkeypatch.setenv("OMP_NUM_THREADS", str(before))
+        assert share_cpu_cores(2) == before  # the user's setting stands
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_epoch_shares_of_processes_make_up_the_single_process_batches():

@@ -226,15 +226,6 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _training_samples(config: ExperimentConfig) -> int:
-    """Samples a run trains on: its steps (max_epochs or max_steps, whichever ends it) x batch."""
-    optim = config.optim
-    steps = optim.max_epochs * max(1, optim.samples_per_epoch // optim.batch_size)
-    if optim.max_steps > 0:
-        steps = min(steps, optim.max_steps)
-    return steps * optim.batch_size
-
-
 def _train_method(
     entry: MethodEntry, comparison: Comparison, out: Path, overrides: tuple[str, ...] = ()
 ) -> Path:
@@ -250,7 +241,7 @@ def _run_method(
 ) -> dict:
     """Train (or resume) one method, evaluate it on its test set, store its result."""
     from pinqi.evaluation.evaluate import reconstruct_all
-    from pinqi.training.checkpoints import load_model
+    from pinqi.training.checkpoints import load_model, samples_trained
 
     folder = out / entry.name
     last = _train_method(entry, comparison, out, overrides)
@@ -269,7 +260,9 @@ def _run_method(
         train_minutes=clock["seconds"] / 60,
         trained_on=" + ".join(clock["devices"]),
         inference_seconds_per_slice=result.seconds["PINQI"] / len(dataset),
-        training_samples=_training_samples(config),
+        training_samples=samples_trained(
+            torch.load(last, map_location="cpu", weights_only=False), config.optim.batch_size
+        ),
     )
     (folder / "result.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -9,6 +9,7 @@ whole phase-encoding lines along W).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 
 import torch
 
@@ -90,7 +91,6 @@ class CartesianAcquisition:
         self.coil_maps = coil_maps
         self.mask = mask
         self.image_shape = (batch, mask.shape[1], height, width)
-        self.lines_along_w = mask.shape[-2] == 1
         self._gram_mask = torch.fft.ifftshift(mask, dim=(-2, -1))
         #: Process all frames in one batched call also on the CPU (the path of GPUs).
         self.frames_at_once = False
@@ -106,6 +106,15 @@ class CartesianAcquisition:
         acquisition = cls.__new__(cls)
         acquisition._set(coil_maps, mask)
         return acquisition
+
+    @cached_property
+    def coil_maps_conj(self) -> torch.Tensor:
+        """conj(coil maps) ``(batch, n_coils, H, W)``, materialised once per operator.
+
+        A lazily conjugated tensor (``Tensor.conj``) is copied again in every product with it;
+        the adjoint and the Gram operator use this one copy instead.
+        """
+        return self.coil_maps.conj().resolve_conj()
 
     @property
     def kspace_shape(self) -> tuple[int, int, int, int, int]:
@@ -139,7 +148,9 @@ class CartesianAcquisition:
         mask: torch.Tensor,
         *xs: torch.Tensor,
     ) -> torch.Tensor:
-        """Apply ``frame_op(coil_maps, mask, *xs)`` per frame of ``xs`` ``(batch, n_tau, ...)``.
+        """Apply ``frame_op(coil_maps, coil_maps_conj, mask, *xs)`` per frame of ``xs``.
+
+        ``xs`` are ``(batch, n_tau, ...)``.
 
         On the CPU the frames are processed one at a time, which keeps the coil images of a
         frame in cache and is several times faster than one batched call; elsewhere (or with
@@ -147,12 +158,13 @@ class CartesianAcquisition:
         coil maps ``(batch, 1, n_coils, H, W)`` and the mask ``(batch, n_tau, H or 1, W)``
         broadcast like one frame's.
         """
+        maps = (self.coil_maps, self.coil_maps_conj)
         if self.frames_at_once or xs[0].device.type != "cpu":
-            return frame_op(self.coil_maps.unsqueeze(1), mask, *xs)
+            return frame_op(*(m.unsqueeze(1) for m in maps), mask, *xs)
         batch, n_tau = xs[0].shape[:2]
         frames = [
             frame_op(
-                self.coil_maps[b],
+                *(m[b] for m in maps),
                 mask[min(b, mask.shape[0] - 1), min(t, mask.shape[1] - 1)],
                 *(x[b, t] for x in xs),
             )
@@ -182,8 +194,7 @@ class CartesianAcquisition:
         F_c^H S F_c = F^H S' F with S' the ifftshift-ed mask: no shifts are needed. For masks
         of whole lines along W, the FFT along H cancels as well (1D FFTs along W only).
         """
-        frame_op = _gram_frames_lines if self.lines_along_w else _gram_frames
-        return self._per_frame(frame_op, self._gram_mask, y)
+        return self._per_frame(_gram_frames, self._gram_mask, y)
 
     def coil_map_gradient(
         self, y: torch.Tensor, g: torch.Tensor, kspace: torch.Tensor | None
@@ -209,49 +220,67 @@ class CartesianAcquisition:
             Complex ``(batch, n_coils, H, W)``.
         """
         if kspace is None:
-            return self._per_frame(_coil_map_gradient_frames, self.mask, y, g).sum(1)
+            return self._per_frame(_coil_map_gradient_frames, self._gram_mask, y, g).sum(1)
         return self._per_frame(_coil_map_gradient_frames, self.mask, y, g, kspace).sum(1)
 
 
-def _forward_frames(coil_maps: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _forward_frames(
+    coil_maps: torch.Tensor, coil_maps_conj: torch.Tensor, mask: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
     """A of images ``(..., H, W)``, coil maps ``(..., n_coils, H, W)``, centered mask."""
     return mask.unsqueeze(-3) * fft2c(y.unsqueeze(-3) * coil_maps)
 
 
-def _adjoint_frames(coil_maps: torch.Tensor, mask: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """A^H of k-space ``(..., n_coils, H, W)``."""
-    return (coil_maps.conj() * ifft2c(mask.unsqueeze(-3) * k)).sum(-3)
-
-
-def _gram_frames(coil_maps: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """A^H A of images ``(..., H, W)`` with the ifftshift-ed mask (see ``gram``)."""
-    coil_images = y.unsqueeze(-3) * coil_maps
-    coil_images = torch.fft.ifft2(
-        mask.unsqueeze(-3) * torch.fft.fft2(coil_images, norm="ortho"), norm="ortho"
-    )
-    return (coil_maps.conj() * coil_images).sum(-3)
-
-
-def _gram_frames_lines(
-    coil_maps: torch.Tensor, mask: torch.Tensor, y: torch.Tensor
+def _adjoint_frames(
+    coil_maps: torch.Tensor, coil_maps_conj: torch.Tensor, mask: torch.Tensor, k: torch.Tensor
 ) -> torch.Tensor:
-    """:func:`_gram_frames` for masks of whole lines along W: FFTs along W only."""
+    """A^H of k-space ``(..., n_coils, H, W)``."""
+    return (coil_maps_conj * ifft2c(mask.unsqueeze(-3) * k)).sum(-3)
+
+
+def _projected_coil_images(
+    coil_maps: torch.Tensor, gram_mask: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """F^H S F (c y) per coil ``(..., n_coils, H, W)`` with the ifftshift-ed mask (no shifts).
+
+    A mask of one row (``(..., 1, W)``: whole lines along W) needs FFTs along W only, since
+    the FFT along H cancels.
+    """
     coil_images = y.unsqueeze(-3) * coil_maps
-    kspace = torch.fft.fft(coil_images, dim=-1, norm="ortho")
-    coil_images = torch.fft.ifft(mask.unsqueeze(-3) * kspace, dim=-1, norm="ortho")
-    return (coil_maps.conj() * coil_images).sum(-3)
+    mask = gram_mask.unsqueeze(-3)
+    if gram_mask.shape[-2] == 1:
+        kspace = torch.fft.fft(coil_images, dim=-1, norm="ortho")
+        return torch.fft.ifft(mask * kspace, dim=-1, norm="ortho")
+    return torch.fft.ifft2(mask * torch.fft.fft2(coil_images, norm="ortho"), norm="ortho")
+
+
+def _gram_frames(
+    coil_maps: torch.Tensor, coil_maps_conj: torch.Tensor, gram_mask: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """A^H A of images ``(..., H, W)`` with the ifftshift-ed mask (see ``gram``)."""
+    return (coil_maps_conj * _projected_coil_images(coil_maps, gram_mask, y)).sum(-3)
 
 
 def _coil_map_gradient_frames(
     coil_maps: torch.Tensor,
+    coil_maps_conj: torch.Tensor,
     mask: torch.Tensor,
     y: torch.Tensor,
     g: torch.Tensor,
     kspace: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One frame of :meth:`CartesianAcquisition.coil_map_gradient`: (..., n_coils, H, W)."""
-    residual = _forward_frames(coil_maps, mask, y)
-    if kspace is not None:
-        residual = residual - mask.unsqueeze(-3) * kspace
-    a_g = _forward_frames(coil_maps, mask, g)
-    return -(ifft2c(residual) * g.conj().unsqueeze(-3) + ifft2c(a_g) * y.conj().unsqueeze(-3))
+    """One frame of :meth:`CartesianAcquisition.coil_map_gradient`: (..., n_coils, H, W).
+
+    Without ``kspace``, ``mask`` is the ifftshift-ed mask of :meth:`CartesianAcquisition.gram`
+    and F^H S F needs no shifts (and FFTs along W only for whole lines); with it, the centered
+    mask.
+    """
+    g_conj, y_conj = g.conj().resolve_conj().unsqueeze(-3), y.conj().resolve_conj().unsqueeze(-3)
+    if kspace is None:
+        return -(
+            _projected_coil_images(coil_maps, mask, y) * g_conj
+            + _projected_coil_images(coil_maps, mask, g) * y_conj
+        )
+    residual = _forward_frames(coil_maps, coil_maps_conj, mask, y) - mask.unsqueeze(-3) * kspace
+    a_g = _forward_frames(coil_maps, coil_maps_conj, mask, g)
+    return -(ifft2c(residual) * g_conj + ifft2c(a_g) * y_conj)

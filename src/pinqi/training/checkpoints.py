@@ -126,14 +126,26 @@ def package_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+def samples_trained(checkpoint: dict, batch_size: int) -> int:
+    """Training samples of all processes up to a Lightning ``checkpoint`` (a loaded dict).
+
+    Checkpoints written before the count was kept hold only the steps: steps x ``batch_size``
+    (exact for runs of one process).
+    """
+    if "samples_trained" in checkpoint:
+        return int(checkpoint["samples_trained"])
+    return int(checkpoint.get("global_step", 0)) * batch_size
+
+
 def model_card(checkpoint: str | Path, notes: str = "") -> dict:
     """What a shipped model needs to be reproducible: data, config, seed, steps, commit, metrics.
 
     The last validation metrics are read from the run's ``logs/metrics.csv`` when present.
-    ``training_samples`` is the optimisation steps times the batch size (pretraining
-    included); ``training_minutes`` (wall clock, across resumes) and ``devices`` come from
-    the checkpoint's :class:`~pinqi.training.clock.TrainingClock` (None and empty for
-    checkpoints written before it existed).
+    ``training_samples`` counts the samples of every process (pretraining included; steps x
+    batch for checkpoints written before the count); ``training_minutes`` (wall clock, across
+    resumes) and ``devices`` come from the checkpoint's
+    :class:`~pinqi.training.clock.TrainingClock` (None and empty for checkpoints written
+    before it existed).
     """
     import csv
     from datetime import datetime, timezone
@@ -167,7 +179,7 @@ def model_card(checkpoint: str | Path, notes: str = "") -> dict:
         "commit": commit or "unknown (not a git checkout of pinqi)",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "training_steps": int(state.get("global_step", 0)),
-        "training_samples": int(state.get("global_step", 0)) * config.optim.batch_size,
+        "training_samples": samples_trained(state, config.optim.batch_size),
         "training_minutes": None if clock is None else round(clock["seconds"] / 60, 1),
         "devices": [] if clock is None else clock["devices"],
         "epochs": int(state.get("epoch", 0)),

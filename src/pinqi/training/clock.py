@@ -30,9 +30,11 @@ class TrainingClock(L.Callback):
         self._started: float | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Start counting; note the device."""
+        """Start counting; note the device (and the processes, e.g. "2 x CPU (1 threads)")."""
         self._started = time.perf_counter()
         name = device_name(pl_module.device)
+        if trainer.world_size > 1:
+            name = f"{trainer.world_size} x {name}"
         if name not in self.devices:
             self.devices.append(name)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import lightning as L
@@ -13,6 +14,7 @@ from pinqi.data.datasets import EpochIndexedDataset, EpochSampler, SimulatedData
 from pinqi.metrics import parameter_metrics
 from pinqi.nets.methods import build_network
 from pinqi.nets.pinqi import PINQIOutput
+from pinqi.training.checkpoints import samples_trained
 from pinqi.training.objectives import pretraining_loss, training_loss
 from pinqi.training.schedule import phase_schedule
 
@@ -147,6 +149,25 @@ def optimizer_groups(model: nn.Module, optim: OptimConfig) -> list[dict]:
     ]
 
 
+def share_cpu_cores(processes: int) -> int:
+    """Set this process's threads to its share of the CPU cores among ``processes``.
+
+    Parameters
+    ----------
+    processes
+        Training processes running on this machine at once.
+
+    Returns
+    -------
+    int
+        The number of threads this process now runs (unchanged where ``OMP_NUM_THREADS`` is
+        set: the user's choice).
+    """
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // processes))
+    return torch.get_num_threads()
+
+
 class NonFiniteTrainingError(RuntimeError):
     """Too many training steps in a row had a non-finite loss or gradient."""
 
@@ -181,6 +202,18 @@ class PINQITask(L.LightningModule):
         )
         self.skipped_steps = 0
         self.skipped_in_a_row = 0
+        self.samples_trained = 0
+
+    def setup(self, stage: str) -> None:
+        """Share the CPU cores between the training processes of this machine.
+
+        PyTorch gives every process as many threads as the machine has cores; W processes of
+        one CPU run (DDP with ``devices: W``) would then run W times as many threads as cores.
+        Each gets its share instead (cores // W, at least 1), unless ``OMP_NUM_THREADS`` is set.
+        """
+        processes = self.trainer.num_devices
+        if self.trainer.strategy.root_device.type == "cpu" and processes > 1:
+            share_cpu_cores(processes)
 
     def steps_per_epoch(self) -> int:
         """Optimisation steps per epoch (per device)."""
@@ -268,6 +301,7 @@ class PINQITask(L.LightningModule):
         optimizer.step()
         scheduler.step()
         self.skipped_in_a_row = 0
+        self.samples_trained += size * self.trainer.world_size
         self._log_step(loss.detach(), norm, size)
 
     def _log_step(
@@ -301,12 +335,14 @@ class PINQITask(L.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep the count of skipped steps across resumes."""
+        """Keep the counts of skipped steps and of samples trained on across resumes."""
         checkpoint["skipped_steps"] = self.skipped_steps
+        checkpoint["samples_trained"] = self.samples_trained
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore the count of skipped steps."""
+        """Restore the counts (samples: steps x batch for checkpoints from before the count)."""
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+        self.samples_trained = samples_trained(checkpoint, self.config.optim.batch_size)
 
     def configure_optimizers(self) -> dict:
         """AdamW (see :func:`optimizer_groups`) with a warm-up + cosine schedule per phase."""
