@@ -64,16 +64,9 @@ def run_worker(script: str, args: list, memory: bool) -> dict | None:
 
 
 def cpu_processes(config: ExperimentConfig) -> int:
-    """Training processes a preset runs on the CPU: ``optim.devices`` on ``accelerator: cpu``."""
-    optim = config.optim
-    if optim.accelerator == "cpu" and isinstance(optim.devices, int):
-        return optim.devices * optim.num_nodes
-    return 1
-
-
-def global_batch(config: ExperimentConfig) -> int:
-    """Samples per optimisation step of a preset: per-process batch x its CPU processes."""
-    return config.optim.batch_size * cpu_processes(config)
+    """Processes a preset splits every step among on the CPU (``optim.cpu_processes``; 1 for
+    code without that setting)."""
+    return getattr(config.optim, "processes_on_cpu", 1)
 
 
 def network_and_batch(

@@ -6,11 +6,10 @@ only interfaces every version has: the preset, the built-in phantom, the network
 
     PYTHONPATH=src python benchmarks/_step_worker.py --config configs/cpu-brainweb.yaml
 
-The batch is the preset's samples per step (``optim.batch_size`` times the CPU processes of a
-preset with ``devices: W``). With ``--processes W`` (on the CPU by default the preset's
-``devices``; the current code only for W > 1) the step runs data-parallel in W processes on
-this machine (``torch.distributed`` with gloo, ``DistributedDataParallel``), each with its share
-of the cores and of the batch, as ``pinqi train`` runs a preset with ``devices: W``: the time is
+With ``--processes W`` (on the CPU by default the preset's ``optim.cpu_processes``; the current
+code only for W > 1) the step runs data-parallel in W processes on this machine
+(``torch.distributed`` with gloo, ``DistributedDataParallel``), each with its share of the cores
+and of the batch, as ``pinqi train`` runs a preset with ``cpu_processes: W``: the time is
 that of the slowest process, from a barrier before the step to one after it; operators and
 host reads are those of one process, the peak memory the sum over the processes.
 """
@@ -34,7 +33,7 @@ from pinqi.data.datasets import SimulatedDataset
 from pinqi.nets.methods import build_network
 from pinqi.training.objectives import training_loss
 
-from _measure import cpu_processes, global_batch
+from _measure import cpu_processes
 
 #: Tensor methods that copy a value to the host (a synchronisation on accelerators).
 HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
@@ -97,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, help="samples per step (all processes)")
+    parser.add_argument("--batch", type=int, help="override optim.batch_size (all processes)")
     parser.add_argument("--size", type=int, help="override data.size")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="section.key=value")
@@ -142,7 +141,7 @@ def measure(args: argparse.Namespace, rank: int | None = None) -> None:
     data = replace(config.data.without_coverage(), anatomy="builtin", brainweb_dir=None)
     if args.size:
         data = replace(data, size=args.size)
-    batch_size = args.batch or global_batch(config)
+    batch_size = args.batch or config.optim.batch_size
     dataset = SimulatedDataset(data, "train", batch_size, seed=0)
     share = range(batch_size)
     if rank is not None:  # this process's share of the batch

@@ -5,8 +5,8 @@
    measured for the old and the current code, each in a fresh process: seconds per step
    (median), steps per minute, aten operators and host reads (value copies to the host, each a
    synchronisation on a GPU) per step, peak memory. Cases: the ``cpu-brainweb`` preset (96 x
-   96, 4 samples per step, T = 3; as the preset runs it: 2 data-parallel processes where it
-   says ``devices: 2``) and ``configs/paper.yaml`` (T = 5, full-width UNets) at 64 x 64, batch
+   96, batch 4, T = 3; as the preset runs it: 2 data-parallel processes of 2 samples, its
+   ``optim.cpu_processes``) and ``configs/paper.yaml`` (T = 5, full-width UNets) at 64 x 64, batch
    2 (its full size costs ~20 s per step here). Variants of the current code: one process
    with all cores, and ``sync_free: always``.
 2. The step of the current code broken into its parts, in one process and on the same batch
@@ -35,7 +35,7 @@ from pinqi.solvers.data_consistency import solve_data_consistency
 from pinqi.solvers.signal_fit import solve_signal_fit
 from pinqi.training.losses import pinqi_loss
 
-from _measure import global_batch, machine, network_and_batch, source_trees, version_table
+from _measure import machine, network_and_batch, source_trees, version_table
 
 #: (label, preset, worker options) of the old-against-new table on the CPU.
 CPU_CASES = [
@@ -78,7 +78,7 @@ def main() -> None:
 def parts_table(args: argparse.Namespace) -> None:
     """The current step broken into its parts (see the module docstring)."""
     config = ExperimentConfig.from_yaml(args.config)
-    batch_size, t = global_batch(config), config.model.iterations
+    batch_size, t = config.optim.batch_size, config.model.iterations
     net, train_set, data = network_and_batch(config, batch_size, "train")
     kspace, coils, mask = data["kspace"], data["coil_maps"], data["mask"]
     acquisition = CartesianAcquisition(coils, mask)

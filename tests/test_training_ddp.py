@@ -22,13 +22,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def config(batch_size: int, devices: int, strategy: str) -> ExperimentConfig:
+def config(
+    batch_size: int, devices: int, strategy: str, cpu_processes: int = 1
+) -> ExperimentConfig:
     # no pretraining: its random interpolation weights are drawn per process
     optim = {
         **TINY["optim"],
         "batch_size": batch_size,
         "devices": devices,
         "strategy": strategy,
+        "cpu_processes": cpu_processes,
         "pretrain_epochs": 0,
         "samples_per_epoch": 12,
         "max_epochs": 1,
@@ -50,22 +53,39 @@ def test_two_ddp_processes_train_like_one_process_with_the_doubled_batch(tmp_pat
         train(config(4, 1, "auto"), tmp_path / "single")
         train(config(2, 2, "ddp_spawn"), tmp_path / "ddp")
         train(config(2, 1, "auto"), tmp_path / "half")
-    single, ddp, half = (train_losses(tmp_path / n) for n in ("single", "ddp", "half"))
-    assert len(single) == len(ddp) == len(half) == 3
+        train(config(4, 1, "auto", cpu_processes=2), tmp_path / "shared")
+    names = ("single", "ddp", "half", "shared")
+    single, ddp, half, shared = (train_losses(tmp_path / n) for n in names)
+    assert len(single) == len(ddp) == len(half) == len(shared) == 3
     # the same samples and weights at the first step: the same loss to rounding; later steps
     # follow within a tolerance (Adam's first steps amplify rounding in near-zero gradients)
     assert ddp[0] == pytest.approx(single[0], rel=1e-5)
     assert ddp == pytest.approx(single, rel=0.02)
+    # cpu_processes: the same run as one process of the same batch_size, only placed otherwise
+    assert shared[0] == pytest.approx(single[0], rel=1e-5)
+    assert shared == pytest.approx(ddp, rel=1e-5)
     # a control: one process with half the batch sees other samples
     assert half[0] != pytest.approx(single[0], rel=0.02)
     # the card counts the samples of both processes; each process ran its share of the cores
-    for name in ("single", "ddp"):
+    for name in ("single", "ddp", "shared"):
         assert model_card(tmp_path / name / "checkpoints" / "last.ckpt")["training_samples"] == 12
     threads = max(1, len(os.sched_getaffinity(0)) // 2)
     if "OMP_NUM_THREADS" in os.environ:
         threads = int(os.environ["OMP_NUM_THREADS"])
-    devices = model_card(tmp_path / "ddp" / "checkpoints" / "last.ckpt")["devices"]
-    assert devices == [f"2 x CPU ({threads} threads)"]
+    for name in ("ddp", "shared"):
+        devices = model_card(tmp_path / name / "checkpoints" / "last.ckpt")["devices"]
+        assert devices == [f"2 x CPU ({threads} threads)"]
+
+
+def test_cpu_processes_settings_are_checked():
+    with pytest.raises(ValueError, match="batch_size 3 must be a multiple of optim.cpu_proc"):
+        config(3, 1, "auto", cpu_processes=2)
+    with pytest.raises(ValueError, match="leave optim.devices"):
+        config(4, 2, "auto", cpu_processes=2)
+    with pytest.raises(ValueError, match="positive integer"):
+        config(4, 1, "auto", cpu_processes=0)
+    on_gpu = config(4, 1, "auto", cpu_processes=2).with_overrides(["optim.accelerator=gpu"])
+    assert on_gpu.optim.process_batch_size == 4  # a placement setting of the CPU only
 
 
 def test_processes_share_the_cores(monkeypatch):

@@ -47,6 +47,7 @@ PLACEMENT_KEYS = (
     "optim.devices",
     "optim.num_nodes",
     "optim.strategy",
+    "optim.cpu_processes",
     "optim.num_workers",
     "optim.checkpoint_every_n_steps",
     "data.brainweb_dir",

@@ -91,7 +91,7 @@ class SimulatedDataModule(L.LightningDataModule):
     def _options(self) -> dict:
         workers = self.config.optim.num_workers
         return {
-            "batch_size": self.config.optim.batch_size,
+            "batch_size": self.config.optim.process_batch_size,
             "num_workers": workers,
             "persistent_workers": workers > 0,
         }
@@ -208,7 +208,8 @@ class PINQITask(L.LightningModule):
         """Share the CPU cores between the training processes of this machine.
 
         PyTorch gives every process as many threads as the machine has cores; W processes of
-        one CPU run (DDP with ``devices: W``) would then run W times as many threads as cores.
+        one CPU run (``optim.cpu_processes``, or DDP with ``devices: W``) would then run W times
+        as many threads as cores.
         Each gets its share instead (cores // W, at least 1), unless ``OMP_NUM_THREADS`` is set.
         """
         processes = self.trainer.num_devices
@@ -218,7 +219,7 @@ class PINQITask(L.LightningModule):
     def steps_per_epoch(self) -> int:
         """Optimisation steps per epoch (per device)."""
         optim = self.config.optim
-        per_epoch = max(1, optim.samples_per_epoch // optim.batch_size)
+        per_epoch = max(1, optim.samples_per_epoch // optim.process_batch_size)
         if self._trainer is not None and self.trainer.world_size > 1:
             per_epoch = max(1, per_epoch // self.trainer.world_size)
         return per_epoch

@@ -138,9 +138,10 @@ def train(
         max_epochs=optim.max_epochs,
         max_steps=optim.max_steps,
         accelerator=optim.accelerator,
-        devices=optim.devices,
+        # cpu_processes: W data-parallel processes on this machine, each with batch_size / W
+        devices=optim.processes_on_cpu if optim.processes_on_cpu > 1 else optim.devices,
         num_nodes=optim.num_nodes,
-        strategy=optim.strategy,
+        strategy="ddp_spawn" if optim.processes_on_cpu > 1 else optim.strategy,
         precision=optim.precision,
         callbacks=[checkpoints, LearningRateMonitor("step"), TrainingClock()],
         logger=logger,
