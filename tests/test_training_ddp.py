@@ -78,9 +78,9 @@ def test_two_ddp_processes_train_like_one_process_with_the_doubled_batch(tmp_pat
 
 
 def test_cpu_processes_settings_are_checked():
-    with pytest.raises(ValueError, match="batch_size 3 must be a multiple of optim.cpu_proc"):
+    with pytest.raises(ValueError, match=r"batch_size 3 must be a multiple of optim\.cpu_proc"):
         config(3, 1, "auto", cpu_processes=2)
-    with pytest.raises(ValueError, match="leave optim.devices"):
+    with pytest.raises(ValueError, match=r"leave optim\.devices"):
         config(4, 2, "auto", cpu_processes=2)
     with pytest.raises(ValueError, match="positive integer"):
         config(4, 1, "auto", cpu_processes=0)
