@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # The prepared GPU call (issue 17, 18): one device run that
 #   1. measures the training step of the old and the new code (benchmarks/gpu_step.py), and
-#   2. continues the long training (configs/brainweb-long.yaml) for the rest of its minutes,
-#      copying the checkpoint into $OUT every few minutes, so that a call killed at its limit
-#      still brings back the last one.
+#   2. trains the follow-up of the long training for the rest of its minutes (the same preset,
+#      configs/brainweb-long.yaml, from the shipped default's weights towards 75,000 steps =
+#      300,000 samples, the learning curve's estimate for the whole-mask goal; the long run
+#      itself ended at its 10,000 steps), copying the checkpoint into $OUT every minute, so that
+#      a call killed at its limit still brings back the last one.
 #
 # Prepare on the development machine (the device copy has no git history and no ../shared):
 #   git archive 47221dd | (mkdir -p runs/baseline-src && tar -x -C runs/baseline-src)
 #   mkdir -p runs/brainweb-data && cp ../shared/data/brainweb/*.mnc.gz runs/brainweb-data/
-#   mkdir -p runs/brainweb-long/checkpoints runs/brainweb-long/logs
-#   cp docs/results/brainweb-long/last.ckpt runs/brainweb-long/checkpoints/last.ckpt
-#   cp docs/results/brainweb-long/metrics.csv runs/brainweb-long/logs/metrics.csv
+#   a later session: mkdir -p runs/brainweb-longer/checkpoints runs/brainweb-longer/logs and copy
+#   the last call's docs/results/brainweb-longer/{last.ckpt,metrics.csv} there
 # then call the device tool with
-#   carry: ["runs/baseline-src", "runs/brainweb-data", "runs/brainweb-long"]
+#   carry: ["runs/baseline-src", "runs/brainweb-data", "runs/brainweb-longer"]
 #   command: bash benchmarks/gpu_session.sh 480        (seconds of training after the benchmark)
 #   timeout_s: 600
-# and bring back $OUT/last.ckpt and $OUT/metrics.csv into docs/results/brainweb-long/.
+# and bring back $OUT/last.ckpt and $OUT/metrics.csv into docs/results/brainweb-longer/.
 set -uo pipefail
 train_seconds=${1:-420}
 out=${OUT:-out}
@@ -25,16 +26,16 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$out/device.tx
 timeout 240 python benchmarks/gpu_step.py --baseline-src runs/baseline-src --skip-methods \
   --repeats 3 > "$out/gpu_step.txt" 2>&1
 timeout --signal=INT "$train_seconds" pinqi train --config configs/brainweb-long.yaml \
-  --out runs/brainweb-long --resume auto \
+  --out runs/brainweb-longer --resume auto --init default --set optim.max_steps=75000 \
   --set optim.accelerator=gpu --set optim.num_workers=6 \
   --set data.brainweb_dir=runs/brainweb-data > "$out/train.log" 2>&1 &
 trainer=$!
 while kill -0 "$trainer" 2>/dev/null; do
   sleep 60
-  cp runs/brainweb-long/checkpoints/last.ckpt "$out/last.ckpt" 2>/dev/null
-  cp runs/brainweb-long/logs/metrics.csv "$out/metrics.csv" 2>/dev/null
+  cp runs/brainweb-longer/checkpoints/last.ckpt "$out/last.ckpt" 2>/dev/null
+  cp runs/brainweb-longer/logs/metrics.csv "$out/metrics.csv" 2>/dev/null
 done
 wait "$trainer"
-cp runs/brainweb-long/checkpoints/last.ckpt "$out/last.ckpt" 2>/dev/null
-cp runs/brainweb-long/logs/metrics.csv "$out/metrics.csv" 2>/dev/null
+cp runs/brainweb-longer/checkpoints/last.ckpt "$out/last.ckpt" 2>/dev/null
+cp runs/brainweb-longer/logs/metrics.csv "$out/metrics.csv" 2>/dev/null
 tail -c 2000 "$out/train.log"
