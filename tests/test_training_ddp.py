@@ -121,3 +121,26 @@ def test_epoch_shares_of_processes_make_up_the_single_process_batches():
     assert list(resumed) == shares[1][2:]
     with pytest.raises(ValueError, match="rank 2 is not one of 2"):
         resumed.distribute(2, 2)
+
+
+def test_a_one_process_run_resumes_in_two_processes_with_the_unseen_samples(tmp_path):
+    # the long run's case: trained in one process up to a mid-epoch checkpoint, resumed with
+    # optim.cpu_processes 2; the steps after the resume see the samples the uninterrupted run
+    # saw (same losses), not a restart of the epoch
+    one = config(4, 1, "auto")
+    optim = {**one.optim.__dict__, "samples_per_epoch": 16, "max_epochs": 2, "max_steps": 6}
+    one = ExperimentConfig.from_dict({**one.to_dict(), "optim": optim})
+    two = one.with_overrides(["optim.cpu_processes=2"])
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        train(one.with_overrides(["optim.checkpoint_every_n_steps=2"]), tmp_path / "whole")
+        (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
+        middle = torch.load(
+            tmp_path / "whole" / "checkpoints" / "epoch=0-step=2.ckpt", weights_only=False
+        )
+        torch.save(middle, tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+        train(two, tmp_path / "resumed", resume="auto")
+    whole, resumed = (train_losses(tmp_path / n) for n in ("whole", "resumed"))
+    assert len(whole) == 6 and len(resumed) == 4  # the resumed log starts after step 2
+    assert resumed == pytest.approx(whole[2:], rel=0.02)
+    state = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 6 and state["samples_trained"] == 24

@@ -508,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train PINQI on simulated data from a YAML preset (configs/)",
         description="Train PINQI end to end (Lightning): checkpoints and CSV logs in --out. "
-        "Multi-GPU/multi-node: set optim.devices/num_nodes/strategy (e.g. ddp) in the YAML.",
+        "Multi-GPU/multi-node: set optim.devices/num_nodes/strategy (e.g. ddp) in the YAML; "
+        "on a multi-core CPU, optim.cpu_processes splits every step among processes.",
     )
     train.add_argument("--config", type=Path, required=True, help="YAML preset")
     train.add_argument("--out", type=Path, default=Path("runs/pinqi"), help="run folder")
