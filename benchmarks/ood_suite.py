@@ -17,6 +17,7 @@ time recorded in a second table (unflagged slices keep their maps, as ``pinqi re
 
     python benchmarks/ood_suite.py --brainweb ../shared/data/brainweb \\
         --out docs/results/ood-suite [--slices 16] [--split test] [--adapt-models default]
+        [--conditions "in distribution"] [--in-distribution-slices 64]
 
 Writes ``slices.csv`` (one row per model, condition and slice) and ``table.md``.
 """
@@ -173,6 +174,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument(
+        "--conditions",
+        default=",".join(SUITE),
+        help="conditions to run, comma-separated (default: the whole suite)",
+    )
+    parser.add_argument(
         "--adapt-models", default="default", help="models whose flagged slices are adapted"
     )
     parser.add_argument(
@@ -182,6 +188,10 @@ def main() -> None:
         help="flagged slices adapted per out-of-distribution condition",
     )
     args = parser.parse_args()
+    conditions = args.conditions.split(",")
+    unknown = sorted(set(conditions) - set(SUITE))
+    if unknown:
+        parser.error(f"unknown conditions {unknown}; the suite has {list(SUITE)}")
     torch.manual_seed(0)
     rows = []
     for name in args.models.split(","):
@@ -190,7 +200,8 @@ def main() -> None:
         data = config.data
         if data.anatomy == "brainweb":
             data = dataclasses.replace(data, brainweb_dir=args.brainweb)
-        for condition, change in SUITE.items():
+        for condition in conditions:
+            change = SUITE[condition]
             start = time.perf_counter()
             n = args.in_distribution_slices if not change else args.slices
             adapt = 0
