@@ -175,8 +175,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument(
         "--conditions",
-        default=",".join(SUITE),
-        help="conditions to run, comma-separated (default: the whole suite)",
+        help="conditions to run, separated by ';' (names hold commas; default: the whole suite)",
     )
     parser.add_argument(
         "--adapt-models", default="default", help="models whose flagged slices are adapted"
@@ -188,7 +187,7 @@ def main() -> None:
         help="flagged slices adapted per out-of-distribution condition",
     )
     args = parser.parse_args()
-    conditions = args.conditions.split(",")
+    conditions = args.conditions.split(";") if args.conditions else list(SUITE)
     unknown = sorted(set(conditions) - set(SUITE))
     if unknown:
         parser.error(f"unknown conditions {unknown}; the suite has {list(SUITE)}")
