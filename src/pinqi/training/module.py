@@ -217,12 +217,16 @@ class PINQITask(L.LightningModule):
             share_cpu_cores(processes)
 
     def steps_per_epoch(self) -> int:
-        """Optimisation steps per epoch (per device)."""
+        """Optimisation steps per epoch: its samples over those of one step of all processes.
+
+        The processes are the trainer's (DDP) or, before training starts, those that
+        ``optim.cpu_processes`` will start; each takes ``optim.process_batch_size`` samples.
+        """
         optim = self.config.optim
-        per_epoch = max(1, optim.samples_per_epoch // optim.process_batch_size)
-        if self._trainer is not None and self.trainer.world_size > 1:
-            per_epoch = max(1, per_epoch // self.trainer.world_size)
-        return per_epoch
+        processes = optim.processes_on_cpu
+        if self._trainer is not None:
+            processes = self.trainer.world_size
+        return max(1, optim.samples_per_epoch // (optim.process_batch_size * processes))
 
     def pretraining_steps(self) -> int:
         """Optimisation steps of the P_theta pretraining phase."""
