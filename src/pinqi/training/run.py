@@ -111,10 +111,19 @@ def train(
         shipped model name (fine-tuning, e.g. with another loss or protocol; set
         ``optim.pretrain_epochs=0`` to skip the pretraining). Ignored when a checkpoint is
         resumed: the run's own weights win.
+
+    With ``optim.cpu_processes`` > 1 on the CPU the training runs in that many spawned
+    processes (a calling script needs the ``if __name__ == "__main__":`` guard).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = _resume_checkpoint(out, resume)
+    processes = config.optim.processes_on_cpu
+    if processes > 1:
+        print(
+            f"training in {processes} processes on this CPU, {config.optim.process_batch_size} "
+            f"of every step's {config.optim.batch_size} samples each (optim.cpu_processes)"
+        )
     logger = ContinuousCSVLogger(out, name="logs", version="")
     if checkpoint is None:
         Path(logger.log_dir, "metrics.csv").unlink(missing_ok=True)
