@@ -27,6 +27,7 @@ timeout 240 python benchmarks/gpu_step.py --baseline-src runs/baseline-src --ski
   --repeats 3 > "$out/gpu_step.txt" 2>&1
 timeout --signal=INT "$train_seconds" pinqi train --config configs/brainweb-long.yaml \
   --out runs/brainweb-longer --resume auto --init default --set optim.max_steps=75000 \
+  --set optim.pretrain_epochs=0 \
   --set optim.accelerator=gpu --set optim.num_workers=6 \
   --set data.brainweb_dir=runs/brainweb-data > "$out/train.log" 2>&1 &
 trainer=$!

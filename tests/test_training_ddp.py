@@ -144,3 +144,19 @@ def test_a_one_process_run_resumes_in_two_processes_with_the_unseen_samples(tmp_
     assert resumed == pytest.approx(whole[2:], rel=0.02)
     state = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 6 and state["samples_trained"] == 24
+
+
+def test_cpu_processes_pretrain_like_one_process(tmp_path):
+    # the P_theta pretraining leaves Y_theta and the strengths unused (DDP must allow that),
+    # and its random interpolation weights are drawn for the whole step on every process
+    base = config(4, 1, "auto")
+    optim = {**base.optim.__dict__, "pretrain_epochs": 1, "samples_per_epoch": 12}
+    optim |= {"max_epochs": 2, "max_steps": 4}  # 3 pretraining steps, then 1 end-to-end step
+    one = ExperimentConfig.from_dict({**base.to_dict(), "optim": optim})
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        train(one, tmp_path / "one")
+        train(one.with_overrides(["optim.cpu_processes=2"]), tmp_path / "two")
+    single, shared = (train_losses(tmp_path / n) for n in ("one", "two"))
+    assert len(single) == len(shared) == 4
+    assert shared[0] == pytest.approx(single[0], rel=1e-5)
+    assert shared == pytest.approx(single, rel=0.02)

@@ -15,7 +15,7 @@ from pinqi.metrics import parameter_metrics
 from pinqi.nets.methods import build_network
 from pinqi.nets.pinqi import PINQIOutput
 from pinqi.training.checkpoints import samples_trained
-from pinqi.training.objectives import pretraining_loss, training_loss
+from pinqi.training.objectives import pretraining_loss, step_generator, training_loss
 from pinqi.training.schedule import phase_schedule
 
 
@@ -243,7 +243,8 @@ class PINQITask(L.LightningModule):
 
     def pretraining_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The method's pretraining loss (:mod:`pinqi.training.objectives`)."""
-        return pretraining_loss(self.model, batch, self.config.optim)
+        generator = step_generator(self.config.seed, self.global_step)
+        return pretraining_loss(self.model, batch, self.config.optim, generator)
 
     def _reconstruct(self, batch: dict[str, torch.Tensor]) -> PINQIOutput:
         return self.model(batch["kspace"], batch["coil_maps"], batch["mask"])

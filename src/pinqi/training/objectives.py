@@ -11,6 +11,7 @@ DOPAMINE's start network.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -102,17 +103,47 @@ def training_loss(
     raise TypeError(f"no training loss for {type(model).__name__}")
 
 
-def pretraining_loss(model: nn.Module, batch: Batch, optim: OptimConfig) -> torch.Tensor:
-    """The loss of the pretraining phase of ``model``'s method."""
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random generator of optimisation step ``step`` of a run with ``seed``."""
+    state = np.random.SeedSequence([seed, step, 7]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) >> 1)
+
+
+def _share_of_step(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform random values ``(n, 1, 1, 1)`` for this process's ``n`` samples of a step.
+
+    Under data parallelism (``torch.distributed``) every process draws the values of the
+    whole step's ``n x W`` samples and keeps those of its share (samples r, r + W, ..., as
+    :class:`~pinqi.data.datasets.EpochSampler` distributes them), so that W processes with
+    the step's ``generator`` draw what one process with the whole batch draws.
+    """
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return torch.rand(n * world, 1, 1, 1, generator=generator)[rank::world]
+
+
+def pretraining_loss(
+    model: nn.Module,
+    batch: Batch,
+    optim: OptimConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The loss of the pretraining phase of ``model``'s method.
+
+    ``generator`` draws PINQI's random interpolations (a CPU generator; None: the global
+    one); training passes one per step (:func:`step_generator`), so that a step draws the same
+    whatever the processes, resumes and history before it.
+    """
     acquisition = _acquisition(batch)
     if isinstance(
         model, PINQI
     ):  # P_theta on random interpolations between zero-filled and true images
         zero_filled = acquisition.adjoint(batch["kspace"])
         true_images = model.signal_model(batch["params"])
-        weight = torch.rand(len(zero_filled), 1, 1, 1, device=zero_filled.device)
+        weight = _share_of_step(len(zero_filled), generator).to(zero_filled.device)
         images = weight * true_images + (1 - weight) * zero_filled
-        iteration = int(torch.randint(model.config.iterations + 1, ()))
+        iteration = int(torch.randint(model.config.iterations + 1, (), generator=generator))
         prediction = model.predict_parameters(images, iteration)
         return _parameters(prediction, batch["params"], batch, optim)
     if isinstance(model, DeepT1):  # the reconstruction, on the L1 error of the magnitudes

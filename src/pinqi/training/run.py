@@ -150,7 +150,12 @@ def train(
         # cpu_processes: W data-parallel processes on this machine, each with batch_size / W
         devices=optim.processes_on_cpu if optim.processes_on_cpu > 1 else optim.devices,
         num_nodes=optim.num_nodes,
-        strategy="ddp_spawn" if optim.processes_on_cpu > 1 else optim.strategy,
+        # (the pretraining leaves Y_theta and the strengths unused: DDP must look for them)
+        strategy=(
+            "ddp_spawn_find_unused_parameters_true"
+            if optim.processes_on_cpu > 1
+            else optim.strategy
+        ),
         precision=optim.precision,
         callbacks=[checkpoints, LearningRateMonitor("step"), TrainingClock()],
         logger=logger,
