@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 def config(
     batch_size: int, devices: int, strategy: str, cpu_processes: int = 1
 ) -> ExperimentConfig:
-    # no pretraining: its random interpolation weights are drawn per process
+    # no pretraining (test_..._pretrain_like_one_process covers it)
     optim = {
         **TINY["optim"],
         "batch_size": batch_size,
@@ -146,7 +146,7 @@ def test_a_one_process_run_resumes_in_two_processes_with_the_unseen_samples(tmp_
     assert state["global_step"] == 6 and state["samples_trained"] == 24
 
 
-def test_cpu_processes_pretrain_like_one_process(tmp_path):
+def test_cpu_processes_and_ddp_pretrain_like_one_process(tmp_path):
     # the P_theta pretraining leaves Y_theta and the strengths unused (DDP must allow that),
     # and its random interpolation weights are drawn for the whole step on every process
     base = config(4, 1, "auto")
@@ -156,7 +156,10 @@ def test_cpu_processes_pretrain_like_one_process(tmp_path):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         train(one, tmp_path / "one")
         train(one.with_overrides(["optim.cpu_processes=2"]), tmp_path / "two")
-    single, shared = (train_losses(tmp_path / n) for n in ("one", "two"))
-    assert len(single) == len(shared) == 4
-    assert shared[0] == pytest.approx(single[0], rel=1e-5)
-    assert shared == pytest.approx(single, rel=0.02)
+        ddp = ["optim.devices=2", "optim.strategy=ddp_spawn", "optim.batch_size=2"]
+        train(one.with_overrides(ddp), tmp_path / "ddp")
+    single, shared, ddp = (train_losses(tmp_path / n) for n in ("one", "two", "ddp"))
+    assert len(single) == len(shared) == len(ddp) == 4
+    for losses in (shared, ddp):
+        assert losses[0] == pytest.approx(single[0], rel=1e-5)
+        assert losses == pytest.approx(single, rel=0.02)

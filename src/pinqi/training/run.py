@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from pinqi.config import ExperimentConfig
+from pinqi.config import ExperimentConfig, OptimConfig
 from pinqi.training.clock import TrainingClock
 from pinqi.training.module import PINQITask, SimulatedDataModule
 
@@ -85,6 +85,19 @@ def _initialise(task: PINQITask, init: str | Path) -> None:
     print(f"initialised the network from {init}")
 
 
+def _strategy(optim: OptimConfig) -> str:
+    """Lightning's strategy: DDP always with the search for unused parameters.
+
+    The P_theta pretraining leaves Y_theta and the strengths without gradients, which plain
+    DDP refuses; ``cpu_processes`` spawns its processes (``ddp_spawn``).
+    """
+    if optim.processes_on_cpu > 1:
+        return "ddp_spawn_find_unused_parameters_true"
+    if optim.strategy in ("ddp", "ddp_spawn"):
+        return f"{optim.strategy}_find_unused_parameters_true"
+    return optim.strategy
+
+
 def train(
     config: ExperimentConfig,
     out: str | Path,
@@ -150,12 +163,7 @@ def train(
         # cpu_processes: W data-parallel processes on this machine, each with batch_size / W
         devices=optim.processes_on_cpu if optim.processes_on_cpu > 1 else optim.devices,
         num_nodes=optim.num_nodes,
-        # (the pretraining leaves Y_theta and the strengths unused: DDP must look for them)
-        strategy=(
-            "ddp_spawn_find_unused_parameters_true"
-            if optim.processes_on_cpu > 1
-            else optim.strategy
-        ),
+        strategy=_strategy(optim),
         precision=optim.precision,
         callbacks=[checkpoints, LearningRateMonitor("step"), TrainingClock()],
         logger=logger,
