@@ -164,8 +164,15 @@ def share_cpu_cores(processes: int) -> int:
         set: the user's choice).
     """
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // processes))
+        torch.set_num_threads(max(1, _available_cores() // processes))
     return torch.get_num_threads()
+
+
+def _available_cores() -> int:
+    """The cores this process may run on (all of the machine's where the OS cannot say)."""
+    if hasattr(os, "sched_getaffinity"):  # Linux
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -209,8 +216,8 @@ class PINQITask(L.LightningModule):
 
         PyTorch gives every process as many threads as the machine has cores; W processes of
         one CPU run (``optim.cpu_processes``, or DDP with ``devices: W``) would then run W times
-        as many threads as cores.
-        Each gets its share instead (cores // W, at least 1), unless ``OMP_NUM_THREADS`` is set.
+        as many threads as cores. Each gets its share instead (cores // W, at least 1), unless
+        ``OMP_NUM_THREADS`` is set.
         """
         processes = self.trainer.num_devices
         if self.trainer.strategy.root_device.type == "cpu" and processes > 1:
