@@ -61,7 +61,7 @@ class OptimConfig:
         With ``accelerator: cpu``: split every step's ``batch_size`` samples among this many
         data-parallel processes on this machine (DDP, gloo), each with its share of the cores.
         On 2 cores, 2 processes of 1 thread run a PINQI step ~1.2x faster than one process of
-        2 threads (docs/benchmarks.md); the updates are those of one process. Only where it
+        2 threads (docs/benchmarks.md); the updates are one process's, up to rounding. Only where it
         runs changes: ignored on other accelerators; not combined with ``devices`` > 1.
     """
 
