@@ -22,26 +22,26 @@ from pathlib import Path
 
 import torch
 
-from pinqi.data.datasets import SimulatedDataset
-from pinqi.evaluation.calibration import FALSE_ALARM_RATE, residual_check_from_ratios
-from pinqi.evaluation.evaluate import reconstruct_all
+from pinqi.evaluation.calibration import (
+    FALSE_ALARM_RATE,
+    calibration_slices,
+    residual_check_from_ratios,
+)
 from pinqi.training.checkpoints import load_model
+
+#: The splits of the shipped cards' calibration.
+SPLITS = ("val", "train")
 
 
 def slice_statistics(model, config, n_samples: int) -> list[dict]:
     """Per calibration slice: split, subject, noise level, residual ratio, T1 disagreement.
 
-    The slices of ``calibrate_residual_check(..., splits=("val", "train"))``: half of them
-    from each split, seed ``config.seed + 7919``.
+    The slices of ``calibrate_residual_check(..., splits=("val", "train"))``
+    (:func:`~pinqi.evaluation.calibration.calibration_slices`).
     """
-    data = config.data.without_coverage()
-    seed = config.seed + 7919
-    shares = {"val": n_samples - n_samples // 2, "train": n_samples // 2}
     rows = []
-    for split, share in shares.items():
-        dataset = SimulatedDataset(data, split, share, seed=seed)
-        result = reconstruct_all(model, dataset, 4, baseline=True, progress=True)
-        for i in range(share):
+    for split, dataset, result in calibration_slices(model, config, n_samples, splits=SPLITS):
+        for i in range(len(dataset)):
             rows.append(
                 {
                     "split": split,

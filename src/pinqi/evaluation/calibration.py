@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,8 +32,15 @@ from pinqi.config import ExperimentConfig
 from pinqi.evaluation.consistency import ResidualCheck
 from pinqi.nets.pinqi import PINQI
 
+if TYPE_CHECKING:
+    from pinqi.data.datasets import SimulatedDataset
+    from pinqi.evaluation.evaluate import Reconstructions
+
 #: Default share of in-distribution slices the calibrated check may flag.
 FALSE_ALARM_RATE = 0.05
+
+#: Added to the run's seed for the calibration slices (not its own validation set).
+CALIBRATION_SEED_OFFSET = 7919
 
 #: Validation slices per noise band; fewer slices give one band.
 SLICES_PER_BAND = 32
@@ -100,6 +108,48 @@ def residual_check_from_ratios(
     )
 
 
+def calibration_slices(
+    model: PINQI,
+    config: ExperimentConfig,
+    n_samples: int,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    splits: Sequence[str] = ("val",),
+) -> list[tuple[str, SimulatedDataset, Reconstructions]]:
+    """The calibration slices of ``model`` and its reconstructions of them, per split.
+
+    ``splits`` are the data splits the ``n_samples`` slices are drawn from, in equal shares
+    (the first takes the remainder): ``("val", "train")`` adds slices of the training
+    subjects (new random draws of the training distribution, not the run's own samples) to
+    the validation subject(s), for more anatomical variety than the validation split has.
+    The slices are simulated without the coverage extras, with seed ``config.seed + 7919``
+    (not the training run's own validation set).
+
+    Returns
+    -------
+    list
+        ``(split, data set, reconstructions with the plain fit)`` per split.
+    """
+    from pinqi.data.datasets import SimulatedDataset
+    from pinqi.evaluation.evaluate import reconstruct_all
+
+    unknown = sorted(set(splits) - {"val", "train"})
+    if not splits or unknown or len(set(splits)) != len(splits):
+        raise ValueError(f"splits must be distinct names of 'val' and 'train', got {splits}")
+    if n_samples < len(splits):
+        raise ValueError(f"n_samples {n_samples} must be at least one per split {splits}")
+    data = config.data.without_coverage()
+    seed = config.seed + CALIBRATION_SEED_OFFSET
+    shares = [n_samples // len(splits)] * len(splits)
+    shares[0] += n_samples - sum(shares)
+    slices = []
+    for split, share in zip(splits, shares, strict=True):
+        dataset = SimulatedDataset(data, split, share, seed=seed)
+        result = reconstruct_all(model, dataset, 4, baseline=True, progress=progress, device=device)
+        slices.append((split, dataset, result))
+    return slices
+
+
 def calibrate_residual_check(
     model: PINQI,
     config: ExperimentConfig,
@@ -111,10 +161,8 @@ def calibrate_residual_check(
 ) -> dict:
     """Residual ratios and T1 disagreements of ``model`` on calibration slices; its limits.
 
-    ``splits`` are the data splits the ``n_samples`` slices are drawn from, in equal shares
-    (the first takes the remainder): ``("val", "train")`` adds slices of the training
-    subjects (new random draws of the training distribution, not the run's own samples) to
-    the validation subject(s), for more anatomical variety than the validation split has.
+    The slices are those of :func:`calibration_slices` (``splits``: the data splits they are
+    drawn from, in equal shares).
 
     Returns
     -------
@@ -125,29 +173,8 @@ def calibrate_residual_check(
         and the disagreements' ``t1_disagreement_median``, ``n_samples`` and ``data`` (what
         the slices were).
     """
-    from pinqi.data.datasets import SimulatedDataset
-    from pinqi.evaluation.evaluate import reconstruct_all
-
-    unknown = sorted(set(splits) - {"val", "train"})
-    if not splits or unknown or len(set(splits)) != len(splits):
-        raise ValueError(f"splits must be distinct names of 'val' and 'train', got {splits}")
-    if n_samples < len(splits):
-        raise ValueError(f"n_samples {n_samples} must be at least one per split {splits}")
-    data = config.data.without_coverage()
-    seed = config.seed + 7919  # not the training run's own validation set
-    shares = [n_samples // len(splits)] * len(splits)
-    shares[0] += n_samples - sum(shares)
-    results = [
-        reconstruct_all(
-            model,
-            SimulatedDataset(data, split, share, seed=seed),
-            4,
-            baseline=True,
-            progress=progress,
-            device=device,
-        )
-        for split, share in zip(splits, shares, strict=True)
-    ]
+    slices = calibration_slices(model, config, n_samples, device, progress, splits)
+    results = [result for _, _, result in slices]
     ratio = torch.cat([result.residual_ratio for result in results])
     disagreement = torch.cat([result.t1_disagreement for result in results])
     noise_sigma = torch.cat([result.noise_sigma for result in results])
@@ -163,7 +190,8 @@ def calibrate_residual_check(
         "t1_disagreement_median": float(disagreement.median()),
         "n_samples": n_samples,
         "data": (
-            f"{' + '.join(f'{n} {split}' for split, n in zip(splits, shares, strict=True))} "
-            f"slices of the training data ({data.anatomy}), seed {seed}"
+            f"{' + '.join(f'{len(dataset)} {split}' for split, dataset, _ in slices)} "
+            f"slices of the training data ({config.data.anatomy}), "
+            f"seed {config.seed + CALIBRATION_SEED_OFFSET}"
         ),
     }
