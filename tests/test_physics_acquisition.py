@@ -87,18 +87,24 @@ def test_errors_name_the_problem():
         op.check_kspace("kspace", torch.zeros(2, 3, 4, 8, 7, dtype=torch.complex128))
 
 
-@pytest.mark.parametrize("full_mask", [False, True])
-def test_all_frames_at_once_equals_frame_by_frame(full_mask):
-    """The batched path (taken on GPUs) gives what the CPU's frame-by-frame path gives."""
+def lines_or_any_mask(full_mask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coil maps and a mask of 2 samples: whole lines along W, or (``full_mask``) any pixels."""
     coils, mask = small_acquisition(batch=2)
     if full_mask:
         mask = torch.rand(2, mask.shape[1], 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5
+    return coils, mask
+
+
+@pytest.mark.parametrize("full_mask", [False, True])
+def test_all_frames_at_once_equals_frame_by_frame(full_mask):
+    """The batched path (taken on GPUs) gives what the CPU's frame-by-frame path gives."""
+    coils, mask = lines_or_any_mask(full_mask)
     per_frame = CartesianAcquisition(coils, mask)
     at_once = CartesianAcquisition(coils, mask)
     at_once.frames_at_once = True
-    y = random_complex(2, mask.shape[1], 8, 8, dtype=coils.dtype, seed=2)
-    g = random_complex(2, mask.shape[1], 8, 8, dtype=coils.dtype, seed=3)
-    k = per_frame.forward(random_complex(2, mask.shape[1], 8, 8, dtype=coils.dtype, seed=4))
+    y = random_complex(*per_frame.image_shape, dtype=coils.dtype, seed=2)
+    g = random_complex(*per_frame.image_shape, dtype=coils.dtype, seed=3)
+    k = per_frame.forward(random_complex(*per_frame.image_shape, dtype=coils.dtype, seed=4))
     for name, args in (("forward", (y,)), ("adjoint", (k,)), ("gram", (y,))):
         torch.testing.assert_close(getattr(at_once, name)(*args), getattr(per_frame, name)(*args))
     torch.testing.assert_close(
@@ -109,9 +115,7 @@ def test_all_frames_at_once_equals_frame_by_frame(full_mask):
 @pytest.mark.parametrize("full_mask", [False, True])
 def test_coil_map_gradient_is_the_autograd_gradient(full_mask):
     """Eq. 18's coil-map term, with and without the k-space term, against autograd."""
-    coils, mask = small_acquisition(batch=2)
-    if full_mask:
-        mask = torch.rand(2, mask.shape[1], 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5
+    coils, mask = lines_or_any_mask(full_mask)
     op = CartesianAcquisition(coils, mask)
     y = random_complex(*op.image_shape, dtype=coils.dtype, seed=2)
     g = random_complex(*op.image_shape, dtype=coils.dtype, seed=3)

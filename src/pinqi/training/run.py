@@ -85,17 +85,18 @@ def _initialise(task: PINQITask, init: str | Path) -> None:
     print(f"initialised the network from {init}")
 
 
-def _strategy(optim: OptimConfig) -> str:
-    """Lightning's strategy: DDP always with the search for unused parameters.
+def _placement(optim: OptimConfig) -> tuple[int | str, str]:
+    """Lightning's ``devices`` and ``strategy`` for ``optim``.
 
-    The P_theta pretraining leaves Y_theta and the strengths without gradients, which plain
-    DDP refuses; ``cpu_processes`` spawns its processes (``ddp_spawn``).
+    ``cpu_processes`` W > 1: W spawned processes (``ddp_spawn``), each with batch_size / W.
+    DDP always runs with the search for unused parameters: the P_theta pretraining leaves
+    Y_theta and the strengths without gradients, which plain DDP refuses.
     """
     if optim.processes_on_cpu > 1:
-        return "ddp_spawn_find_unused_parameters_true"
+        return optim.processes_on_cpu, "ddp_spawn_find_unused_parameters_true"
     if optim.strategy in ("ddp", "ddp_spawn"):
-        return f"{optim.strategy}_find_unused_parameters_true"
-    return optim.strategy
+        return optim.devices, f"{optim.strategy}_find_unused_parameters_true"
+    return optim.devices, optim.strategy
 
 
 def train(
@@ -155,15 +156,15 @@ def train(
         save_top_k=-1,
         enable_version_counter=False,  # a resumed run moved here rewrites its last.ckpt
     )
+    devices, strategy = _placement(optim)
     trainer = L.Trainer(
         default_root_dir=out,
         max_epochs=optim.max_epochs,
         max_steps=optim.max_steps,
         accelerator=optim.accelerator,
-        # cpu_processes: W data-parallel processes on this machine, each with batch_size / W
-        devices=optim.processes_on_cpu if optim.processes_on_cpu > 1 else optim.devices,
+        devices=devices,
         num_nodes=optim.num_nodes,
-        strategy=_strategy(optim),
+        strategy=strategy,
         precision=optim.precision,
         callbacks=[checkpoints, LearningRateMonitor("step"), TrainingClock()],
         logger=logger,
