@@ -34,7 +34,7 @@ SPLITS = ("val", "train")
 
 
 def slice_statistics(model, config, n_samples: int) -> list[dict]:
-    """Per calibration slice: split, subject, noise level, residual ratio, T1 disagreements.
+    """Per calibration slice: split, subject, noise level, residual ratio, T1 disagreement.
 
     The slices of ``calibrate_residual_check(..., splits=("val", "train"))``
     (:func:`~pinqi.evaluation.calibration.calibration_slices`).
@@ -49,21 +49,13 @@ def slice_statistics(model, config, n_samples: int) -> list[dict]:
                     "noise_sigma": float(result.noise_sigma[i]),
                     "ratio": float(result.residual_ratio[i]),
                     "t1_disagreement": float(result.t1_disagreement[i]),
-                    "t1_disagreement_z": float(result.t1_disagreement_z[i]),
                 }
             )
     return rows
 
 
-def leave_one_subject_out(
-    rows: list[dict], false_alarm: float, statistic: str = "t1_disagreement_z"
-) -> list[dict]:
-    """Per subject: its slices, and how many the other subjects' limits flag.
-
-    ``statistic``: the T1 statistic calibrated with the residual ratio, ``"t1_disagreement_z"``
-    (the cards' since session 11) or ``"t1_disagreement"`` (the percentage, before).
-    """
-    keyword = {"t1_disagreement_z": "disagreement_z", "t1_disagreement": "disagreement"}
+def leave_one_subject_out(rows: list[dict], false_alarm: float) -> list[dict]:
+    """Per subject: its slices, and how many the other subjects' limits flag."""
     subjects = sorted({r["subject"] for r in rows})
     if len(subjects) < 2 or -1 in subjects:
         raise SystemExit("leaving subjects out needs BrainWeb slices of at least 2 subjects")
@@ -74,12 +66,11 @@ def leave_one_subject_out(
         check = residual_check_from_ratios(
             *(torch.tensor([r[k] for r in rest]) for k in ("ratio", "noise_sigma")),
             false_alarm,
-            **{keyword[statistic]: torch.tensor([r[statistic] for r in rest])},
+            torch.tensor([r["t1_disagreement"] for r in rest]),
         )
         flags = check.flags(
             *(torch.tensor([r[k] for r in held]) for k in ("ratio", "t1_disagreement")),
             torch.tensor([r["noise_sigma"] for r in held]),
-            torch.tensor([r["t1_disagreement_z"] for r in held]),
         )
         out.append({"subject": subject, "slices": len(held), "flagged": int(flags.sum())})
     return out
@@ -105,9 +96,6 @@ def main() -> None:
         writer.writerows(rows)
     per_subject = leave_one_subject_out(rows, args.false_alarm)
     flagged = sum(s["flagged"] for s in per_subject)
-    before = sum(
-        s["flagged"] for s in leave_one_subject_out(rows, args.false_alarm, "t1_disagreement")
-    )
     summary = {
         "model": args.model,
         "slices": len(rows),
@@ -115,7 +103,6 @@ def main() -> None:
         "false_alarm": args.false_alarm,
         "left_out_flagged": flagged,
         "left_out_rate": flagged / len(rows),
-        "left_out_flagged_with_percent_disagreement": before,
         "per_subject": per_subject,
     }
     (args.out / f"{name}-summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -5,7 +5,7 @@ test split and shifts one thing at a time: test-object phantoms of uniform T1 0.
 tube phantoms with T1 0.3-1.5 s, every T1 x 1.3, the phase a scanner delivers, 4 and 16 coils,
 less and more noise. Per condition: PINQI's and CG-SENSE + fit's T1 nRMSE (brain or object
 mask; medians over the slices), the share of slices the model's calibrated check flags
-(residual ratio or a T1 disagreement above its limit, :mod:`pinqi.evaluation.calibration`) and
+(residual ratio or T1 disagreement above its limit, :mod:`pinqi.evaluation.calibration`) and
 how many of the slices where PINQI's T1 nRMSE exceeds 1.5 x the fit's ("failed") it flags.
 The in-distribution rows measure the false alarms. For the models in ``--adapt-models``,
 flagged slices are also reconstructed after scan-specific adaptation
@@ -75,9 +75,8 @@ def run_condition(model, data, split: str, n: int, seed: int, check, adapt: bool
     }
     limit = check.limit(result.noise_sigma)
     t1_limit = check.disagreement_limit(result.noise_sigma)
-    z_limit = check.z_limit(result.noise_sigma)
     ratio, apart = result.residual_ratio, result.t1_disagreement
-    flagged = check.flags(ratio, apart, result.noise_sigma, result.t1_disagreement_z)
+    flagged = check.flags(ratio, apart, result.noise_sigma)
     adapted = {}
     for i in torch.nonzero(flagged).flatten().tolist()[:adapt]:
         inputs = [samples[i][k][None] for k in INPUTS]
@@ -99,8 +98,6 @@ def run_condition(model, data, split: str, n: int, seed: int, check, adapt: bool
             "limit": float(limit[i]),
             "t1_disagreement": float(apart[i]),
             "t1_disagreement_limit": float(t1_limit[i]),
-            "t1_disagreement_z": float(result.t1_disagreement_z[i]),
-            "t1_disagreement_z_limit": float(z_limit[i]),
             "flagged": bool(flagged[i]),
             "failed": bool(errors["PINQI"][i] > FAILED_FACTOR * errors["CG-SENSE + fit"][i]),
             "t1_nrmse_adapted": adapted[i][0] if i in adapted else float(errors["PINQI"][i]),

@@ -31,12 +31,6 @@ def test_arrays_to_maps_with_the_shipped_model(batch):
     assert maps["t1"].shape == (2, 96, 96) and maps["m0"].is_complex()
     torch.testing.assert_close(maps["t1"], 1 / maps["params"][:, -1].clamp(min=0.1))
     assert maps["residual_ratio"].shape == (2,) and maps["residual"].shape == (2, 96, 96)
-    # the shipped card flags on the ratio and the T1 disagreement in standard errors
-    assert torch.isfinite(maps["t1_disagreement_z_limit"]).all()
-    flagged = (maps["residual_ratio"] > maps["residual_limit"]) | (
-        maps["t1_disagreement_z"] > maps["t1_disagreement_z_limit"]
-    )
-    assert maps["out_of_distribution"].tolist() == flagged.tolist()
     brain = batch["brain_mask"]
     truth = 1 / batch["params"][:, -1]
     # T1 nRMSE ~0.18 (the model's validation error), |M0| ~0.06; a constant, transposed,

@@ -20,7 +20,6 @@ from pinqi.evaluation.consistency import (
     OutOfDistributionWarning,
     check_consistency,
     t1_disagreement,
-    t1_disagreement_z,
 )
 from pinqi.metrics import parameter_metrics
 from pinqi.training.checkpoints import default_model_path, load_model
@@ -123,8 +122,6 @@ def test_reconstruct_adapted_gives_the_adapted_networks_maps_and_statistics():
     assert float(result.kspace_residual[0]) / fit == pytest.approx(report.ratio_after, rel=1e-4)
     apart = t1_disagreement(model.signal_model, params, check.baseline)
     torch.testing.assert_close(result.t1_disagreement, apart)
-    z = t1_disagreement_z(model.signal_model, params, check.baseline)
-    torch.testing.assert_close(result.t1_disagreement_z, z)
     assert result.residual_map.shape == (1, 96, 96)
     assert float(result.kspace_residual[0]) < float(check.kspace_residual["PINQI"][0])
 

@@ -68,18 +68,15 @@ def test_export_stores_the_calibrated_limit(tmp_path):
     check = card["residual_check"]
     assert check["n_samples"] == 3 and check["median"] <= check["max"]
     # 3 slices: one noise band, and too few for the rank, so the largest combined score:
-    # neither limit below its largest statistic; the percentage is not flagged on, only its
-    # median kept (the adaptation's target)
-    assert len(check["limits"]) == len(check["t1_disagreement_z_limits"]) == 1
+    # neither limit below its largest statistic
+    assert len(check["limits"]) == len(check["t1_disagreement_limits"]) == 1
     assert check["limits"][0] >= max(1.0, check["max"]) * (1 - 1e-9)
-    assert check["t1_disagreement_z_limits"][0] >= check["t1_disagreement_z_median"] * (1 - 1e-9)
-    assert check["t1_disagreement_limits"] == [] and check["t1_disagreement_median"] > 0
+    assert check["t1_disagreement_limits"][0] >= check["t1_disagreement_median"] * (1 - 1e-9)
     assert check["noise_edges"] == [] and check["false_alarm"] == 0.05
     assert residual_ratio_limit(out) == pytest.approx(check["limit"])
     stored = load_residual_check(out)
     assert stored.limits == pytest.approx(tuple(check["limits"]))
-    assert stored.z_limits == pytest.approx(tuple(check["t1_disagreement_z_limits"]))
-    assert stored.disagreement_median == pytest.approx(check["t1_disagreement_median"])
+    assert stored.disagreement_limits == pytest.approx(tuple(check["t1_disagreement_limits"]))
     # the same numbers from Python: the validation slices are fixed by the config's seed
     model, config = load_model(out)
     again = calibrate_residual_check(model, config, 3, progress=False)
@@ -128,11 +125,9 @@ def test_reconstruct_warns_against_the_models_own_limit(tmp_path, limit, warned)
         assert bool(f["out_of_distribution"][0]) == warned
         assert f["residual_limit"][0] == pytest.approx(limit)
         assert f["residual_excess"].shape == (1, 96, 96)
-        # an older card (ratio only): the T1 statistics stored, without limits
-        assert f["t1_disagreement_z"][0] >= 0 and f["t1_disagreement_z_limit"][0] == float("inf")
         assert 0 < f["noise_sigma_estimate"][0] < 0.1
     summary = (tmp_path / "r" / "summary.md").read_text()
-    assert ("**yes**" in summary) == warned and "| in standard errors | limit |" in summary
+    assert ("**yes**" in summary) == warned
 
 
 @pytest.mark.parametrize("name", ["default", "gpu-brainweb", "cpu-brainweb", "cpu-phantom"])
@@ -142,10 +137,7 @@ def test_the_shipped_models_are_calibrated_per_noise_band(name):
     assert check["false_alarm"] == 0.05 and check["n_samples"] >= 64
     assert len(check["limits"]) == len(check["noise_edges"]) + 1 >= 2
     assert check["limit"] == pytest.approx(max(check["limits"]))
-    stored = load_residual_check(name)
-    assert stored.limits == pytest.approx(tuple(check["limits"]))
-    # since session 11: ratio and T1 disagreement in standard errors; the percentage's median
-    assert len(stored.z_limits) == len(stored.limits) and stored.disagreement_median > 0
+    assert load_residual_check(name).limits == pytest.approx(tuple(check["limits"]))
 
 
 def test_conformal_limit_is_the_rank_for_the_false_alarm_rate():
@@ -181,62 +173,29 @@ def test_residual_check_bands_and_older_cards():
         ResidualCheck((1.0,), (0.1,))
 
 
-@pytest.mark.parametrize("statistics", [("disagreement",), ("disagreement_z",), ("both")])
-def test_statistics_calibrated_together_keep_the_false_alarm_rate(statistics):
-    """Limits of the ratio and of T1 statistics from one score: <= 5 % for them together."""
+def test_two_statistics_calibrated_together_keep_the_false_alarm_rate():
+    """Limits of the ratio and of the T1 disagreement from one score: <= 5 % for the pair."""
     g = torch.Generator().manual_seed(1)
     exceed, exceed_ratio_alone = [], []
-    names = ("disagreement", "disagreement_z") if statistics == "both" else statistics
 
-    def draw(n: int) -> tuple[torch.Tensor, ...]:
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         noise = torch.rand(n, generator=g) * 0.04
         ratio = 1 + torch.rand(n, generator=g) * (0.5 - 10 * noise)
         disagreement = 0.15 + 0.05 * torch.randn(n, generator=g).abs()
-        z = 3 + torch.randn(n, generator=g).abs()
-        return ratio, disagreement, noise, z
+        return ratio, disagreement, noise
 
     for _ in range(400):
-        ratio, disagreement, noise, z = draw(64)
-        given = {"disagreement": disagreement, "disagreement_z": z}
-        check = residual_check_from_ratios(ratio, noise, **{k: given[k] for k in names})
-        fresh_ratio, fresh_disagreement, fresh_noise, fresh_z = draw(64)
-        flags = check.flags(fresh_ratio, fresh_disagreement, fresh_noise, fresh_z)
+        ratio, disagreement, noise = draw(64)
+        check = residual_check_from_ratios(ratio, noise, disagreement=disagreement)
+        fresh_ratio, fresh_disagreement, fresh_noise = draw(64)
+        flags = check.flags(fresh_ratio, fresh_disagreement, fresh_noise)
         exceed.append(float(flags.double().mean()))
         alone = fresh_ratio.double() > check.limit(fresh_noise)
         exceed_ratio_alone.append(float(alone.double().mean()))
-    assert len(check.limits) == 2
-    assert len(check.disagreement_limits) == 2 * ("disagreement" in names)
-    assert len(check.z_limits) == 2 * ("disagreement_z" in names)
-    assert (check.z_median is None) == ("disagreement_z" not in names)
+    assert len(check.disagreement_limits) == len(check.limits) == 2
     assert sum(exceed) / len(exceed) <= 0.05 + 0.01
-    # the statistics share the rate: the ratio alone flags fewer
+    # the pair shares the rate: each statistic alone flags fewer
     assert sum(exceed_ratio_alone) < sum(exceed)
-
-
-def test_the_z_statistic_is_flagged_on_and_needed_where_the_card_has_its_limits():
-    check = ResidualCheck((1.4, 1.1), (0.02,), 0.05, (), 0.15, (5.0, 4.0), 3.0)
-    noise = torch.tensor([0.01, 0.03, 0.03])
-    ratio = torch.tensor([1.0, 1.0, 1.0])
-    disagreement = torch.tensor([0.9, 0.1, 0.1])  # no limits for the percentage: not flagged
-    z = torch.tensor([4.5, 4.5, float("nan")])
-    assert check.flags(ratio, disagreement, noise, z).tolist() == [False, True, True]
-    assert check.z_limit(noise).tolist() == [5.0, 4.0, 4.0]
-    with pytest.raises(ValueError, match="needs the slices' t1_disagreement_z"):
-        check.flags(ratio, disagreement, noise)
-    with pytest.warns(OutOfDistributionWarning, match="standard errors from the fit's"):
-        assert check.warn(ratio, disagreement, noise, "slice", z) == [1, 2]
-    card = {
-        "limits": [1.4, 1.1],
-        "noise_edges": [0.02],
-        "false_alarm": 0.05,
-        "t1_disagreement_limits": [],
-        "t1_disagreement_median": 0.15,
-        "t1_disagreement_z_limits": [5.0, 4.0],
-        "t1_disagreement_z_median": 3.0,
-    }
-    assert ResidualCheck.from_card(card) == check
-    with pytest.raises(ValueError, match="one T1 z limit per noise band"):
-        ResidualCheck((1.4, 1.1), (0.02,), 0.05, (), None, (5.0,))
 
 
 def test_flags_use_either_statistic_and_nan_counts_as_above():

@@ -79,11 +79,10 @@ def reconstruct_maps(
         ``params`` ``(batch, P, H, W)`` (R1 last, 1/s), ``t1`` ``(batch, H, W)`` in s, ``m0``
         complex ``(batch, H, W)``; with ``check`` also ``residual_ratio``, its limit for each
         slice's noise level ``residual_limit``, the T1 disagreement with the plain fit
-        ``t1_disagreement`` and its limit ``t1_disagreement_limit``, the same in standard
-        errors ``t1_disagreement_z`` and its limit ``t1_disagreement_z_limit`` (inf where the
-        model's check does not use the statistic), the estimated ``noise_sigma`` and the flag
-        ``out_of_distribution`` (any statistic above its limit), each ``(batch,)``, and the
-        per-pixel ``residual`` ``(batch, H, W)``. On the CPU.
+        ``t1_disagreement`` and its limit ``t1_disagreement_limit``, the estimated
+        ``noise_sigma`` and the flag ``out_of_distribution`` (either statistic above its
+        limit), each ``(batch,)``, and the per-pixel ``residual`` ``(batch, H, W)``. On the
+        CPU.
     """
     if adapt is not None and not check:
         raise ValueError("adapt needs check=True: only slices the data check flags are adapted")
@@ -109,14 +108,12 @@ def reconstruct_maps(
             consistency = check_consistency(model.signal_model, params, *inputs)
             ratio = residual_ratio(consistency.kspace_residual).cpu()
             disagreement = consistency.t1_disagreement.cpu()
-            disagreement_z = consistency.t1_disagreement_z.cpu()
             noise_sigma = estimate_noise_sigma(inputs[0], inputs[2]).cpu()
             limits = load_residual_check(checkpoint)
             limit = limits.limit(noise_sigma)
             t1_limit = limits.disagreement_limit(noise_sigma)
-            z_limit = limits.z_limit(noise_sigma)
             flagged = torch.zeros(len(ratio), dtype=torch.bool)
-            flagged[limits.warn(ratio, disagreement, noise_sigma, "slice", disagreement_z)] = True
+            flagged[limits.warn(ratio, disagreement, noise_sigma)] = True
             if adapt is not None:
                 steps = torch.zeros(len(ratio), dtype=torch.long)
                 fit = consistency.kspace_residual["CG-SENSE + fit"]
@@ -129,7 +126,6 @@ def reconstruct_maps(
                     params = torch.cat([params[:i], adapted.params, params[i + 1 :]])
                     ratio[i] = adapted.adaptation.ratio_after
                     disagreement[i] = adapted.t1_disagreement[0].cpu()
-                    disagreement_z[i] = adapted.t1_disagreement_z[0].cpu()
                     steps[i] = adapted.adaptation.steps
                 result["adapt_steps"] = steps
                 result["params"] = params.cpu()
@@ -139,8 +135,6 @@ def reconstruct_maps(
             result["residual_limit"] = limit
             result["t1_disagreement"] = disagreement
             result["t1_disagreement_limit"] = t1_limit
-            result["t1_disagreement_z"] = disagreement_z
-            result["t1_disagreement_z_limit"] = z_limit
             result["noise_sigma"] = noise_sigma
             result["out_of_distribution"] = flagged
             acquisition = CartesianAcquisition(*inputs[1:])

@@ -28,12 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pinqi.evaluation.consistency import (
-    kspace_residual,
-    residual_map,
-    t1_disagreement,
-    t1_disagreement_z,
-)
+from pinqi.evaluation.consistency import kspace_residual, residual_map, t1_disagreement
 from pinqi.nets.pinqi import PINQI
 from pinqi.physics import CartesianAcquisition
 from pinqi.solvers import ConvergenceWarning
@@ -201,9 +196,6 @@ class AdaptedSlice:
     t1_disagreement
         Their T1 disagreement with the plain fit ``(1,)``
         (:func:`~pinqi.evaluation.consistency.t1_disagreement`).
-    t1_disagreement_z
-        The same in standard errors of the fit's local mean ``(1,)``
-        (:func:`~pinqi.evaluation.consistency.t1_disagreement_z`).
     adaptation
         What the adaptation did.
     """
@@ -212,7 +204,6 @@ class AdaptedSlice:
     kspace_residual: torch.Tensor
     residual_map: torch.Tensor
     t1_disagreement: torch.Tensor
-    t1_disagreement_z: torch.Tensor
     adaptation: Adaptation
 
 
@@ -245,6 +236,5 @@ def reconstruct_adapted(
             kspace_residual(adapted.signal_model, params, acquisition, kspace),
             residual_map(adapted.signal_model, params, acquisition, kspace),
             t1_disagreement(adapted.signal_model, params, fit_params),
-            t1_disagreement_z(adapted.signal_model, params, fit_params),
             report,
         )

@@ -13,12 +13,11 @@ for a chosen false-alarm rate: a new slice from the same distribution exceeds it
 with probability at most that rate. They are stored in the model card (``pinqi export``),
 where :func:`~pinqi.evaluation.consistency.load_residual_check` finds them.
 
-With a T1 disagreement as a second statistic (in standard errors,
-:func:`~pinqi.evaluation.consistency.t1_disagreement_z`, or as a percentage,
-:func:`~pinqi.evaluation.consistency.t1_disagreement`), the limits of a band come from one
-conformal quantile of the largest statistic, each divided by its median on the calibration
-slices: a new in-distribution slice exceeds any limit with probability at most the chosen
-rate (no split of the rate between the statistics).
+With the T1 disagreement (:func:`~pinqi.evaluation.consistency.t1_disagreement`) as a second
+statistic, both limits of a band come from one conformal quantile of the larger of the two
+statistics, each divided by its median on the calibration slices: a new in-distribution slice
+exceeds either limit with probability at most the chosen rate (no split of the rate between
+the two).
 """
 
 from __future__ import annotations
@@ -68,18 +67,15 @@ def residual_check_from_ratios(
     noise_sigma: torch.Tensor,
     false_alarm: float = FALSE_ALARM_RATE,
     disagreement: torch.Tensor | None = None,
-    disagreement_z: torch.Tensor | None = None,
 ) -> ResidualCheck:
     """Limits per noise band from in-distribution ``ratio`` and ``noise_sigma`` ``(n,)``.
 
     The slices are split at the quantiles of their noise level into bands of at least
-    :data:`SLICES_PER_BAND`. Without further statistics, each band's ratio limit is its
-    :func:`conformal_limit`. With the slices' T1 ``disagreement`` and/or ``disagreement_z``
-    ``(n,)`` (:func:`~pinqi.evaluation.consistency.t1_disagreement`,
-    :func:`~pinqi.evaluation.consistency.t1_disagreement_z`), each band's score is the largest
-    of ratio / its median in the band and each T1 statistic / its median over all slices (they
-    hardly depend on the noise), and the band's limits are the score's conformal limit times
-    the medians. Ratio limits are at least 1.
+    :data:`SLICES_PER_BAND`. Without ``disagreement``, each band's ratio limit is its
+    :func:`conformal_limit`. With the slices' T1 ``disagreement`` ``(n,)``, each band's
+    score is max(ratio / its median in the band, disagreement / its median over all slices)
+    (the disagreement hardly depends on the noise), and the band's two limits are the
+    score's conformal limit times the two medians. Ratio limits are at least 1.
     """
     bands = max(1, len(ratio) // SLICES_PER_BAND)
     noise = noise_sigma.detach().double()
@@ -90,35 +86,25 @@ def residual_check_from_ratios(
     )
     band = torch.bucketize(noise, edges)
     ratio = ratio.detach().double()
-    t1_statistics = {
-        name: values.detach().double()
-        for name, values in (("disagreement", disagreement), ("z", disagreement_z))
-        if values is not None
-    }
-    scales = {}
-    for name, values in t1_statistics.items():
-        scales[name] = float(values.median())
-        if not scales[name] > 0:
-            raise ValueError(f"the T1 {name} of the calibration slices is zero (median)")
-    ratio_limits, t1_limits = [], {name: [] for name in t1_statistics}
+    if disagreement is None:
+        limits = tuple(
+            max(1.0, conformal_limit(ratio[band == b], false_alarm)) for b in range(bands)
+        )
+        return ResidualCheck(limits, tuple(edges.tolist()), false_alarm)
+    disagreement = disagreement.detach().double()
+    t1_scale = float(disagreement.median())
+    if not t1_scale > 0:
+        raise ValueError("the T1 disagreement of the calibration slices is zero (median)")
+    ratio_limits, t1_limits = [], []
     for b in range(bands):
         in_band = band == b
-        ratio_scale = float(ratio[in_band].median()) if t1_statistics else 1.0
-        score = ratio[in_band] / ratio_scale
-        for name, values in t1_statistics.items():
-            score = torch.maximum(score, values[in_band] / scales[name])
+        ratio_scale = float(ratio[in_band].median())
+        score = torch.maximum(ratio[in_band] / ratio_scale, disagreement[in_band] / t1_scale)
         quantile = conformal_limit(score, false_alarm)
         ratio_limits.append(max(1.0, quantile * ratio_scale))
-        for name in t1_statistics:
-            t1_limits[name].append(quantile * scales[name])
+        t1_limits.append(quantile * t1_scale)
     return ResidualCheck(
-        tuple(ratio_limits),
-        tuple(edges.tolist()),
-        false_alarm,
-        tuple(t1_limits.get("disagreement", ())),
-        scales.get("disagreement"),
-        tuple(t1_limits.get("z", ())),
-        scales.get("z"),
+        tuple(ratio_limits), tuple(edges.tolist()), false_alarm, tuple(t1_limits), t1_scale
     )
 
 
@@ -176,30 +162,23 @@ def calibrate_residual_check(
     """Residual ratios and T1 disagreements of ``model`` on calibration slices; its limits.
 
     The slices are those of :func:`calibration_slices` (``splits``: the data splits they are
-    drawn from, in equal shares). The check's statistics are the residual ratio and the T1
-    disagreement in standard errors (:func:`~pinqi.evaluation.consistency.t1_disagreement_z`):
-    on a development suite (validation subject, seed 11) and leaving calibration subjects out,
-    it gave fewer false alarms on unseen subjects than the disagreement as a percentage, which
-    is kept for its median (the adaptation's target).
+    drawn from, in equal shares).
 
     Returns
     -------
     dict
         For the model card: ``limits`` (per noise band, :func:`residual_check_from_ratios`),
         ``noise_edges``, ``false_alarm``, ``limit`` (the largest limit, for readers of older
-        cards), ``max`` and ``median`` of the ratios, ``t1_disagreement_z_limits`` (per band)
-        and ``t1_disagreement_z_median``, ``t1_disagreement_limits`` (empty: not flagged on)
-        and ``t1_disagreement_median``, ``n_samples`` and ``data`` (what the slices were).
+        cards), ``max`` and ``median`` of the ratios, ``t1_disagreement_limits`` (per band)
+        and the disagreements' ``t1_disagreement_median``, ``n_samples`` and ``data`` (what
+        the slices were).
     """
     slices = calibration_slices(model, config, n_samples, device, progress, splits)
     results = [result for _, _, result in slices]
     ratio = torch.cat([result.residual_ratio for result in results])
     disagreement = torch.cat([result.t1_disagreement for result in results])
-    disagreement_z = torch.cat([result.t1_disagreement_z for result in results])
     noise_sigma = torch.cat([result.noise_sigma for result in results])
-    check = residual_check_from_ratios(
-        ratio, noise_sigma, false_alarm, disagreement_z=disagreement_z
-    )
+    check = residual_check_from_ratios(ratio, noise_sigma, false_alarm, disagreement)
     return {
         "limits": list(check.limits),
         "noise_edges": list(check.noise_edges),
@@ -207,8 +186,6 @@ def calibrate_residual_check(
         "limit": max(check.limits),
         "max": float(ratio.max()),
         "median": float(ratio.median()),
-        "t1_disagreement_z_limits": list(check.z_limits),
-        "t1_disagreement_z_median": check.z_median,
         "t1_disagreement_limits": list(check.disagreement_limits),
         "t1_disagreement_median": float(disagreement.median()),
         "n_samples": n_samples,

@@ -18,12 +18,9 @@ more against little noise), so its limit is calibrated per model and per noise l
 A second statistic catches what the residual misses where k-space constrains T1 only weakly
 (a prior that pulls T1 toward its training range while the maps still explain the data): the
 T1 disagreement between PINQI and the plain fit, both averaged over small windows so that the
-fit's noise averages out and a bias remains. Cards calibrated since session 11 measure it in
-standard errors of the fit's local mean (:func:`t1_disagreement_z`): a difference counts where
-the fit is precise and weighs less where the fit is noisy or the anatomy varies; the same
-difference as a percentage (:func:`t1_disagreement`) is reported beside it and is what
-scan-specific adaptation aims for. The check flags a slice where any statistic exceeds its
-limit; the limits come from one calibration, so the false-alarm rate holds for them together.
+fit's noise averages out and a bias remains (:func:`t1_disagreement`). The check flags a slice
+where either statistic exceeds its limit; both limits come from one calibration, so the
+false-alarm rate holds for the pair.
 """
 
 from __future__ import annotations
@@ -56,10 +53,6 @@ SIGNAL_FRACTION = 0.1
 #: R1 range (1/s) of the T1 comparison: T1 from 0.05 to 10 s.
 DISAGREEMENT_R1_RANGE = (0.1, 20.0)
 
-#: Smallest standard error (ln T1, about 1 % in T1) by which :func:`t1_disagreement_z`
-#: divides a difference.
-DISAGREEMENT_FLOOR = 0.01
-
 
 class OutOfDistributionWarning(UserWarning):
     """PINQI's maps explain the measured data much worse than a non-learned fit."""
@@ -79,15 +72,12 @@ class Consistency:
         Method -> :func:`residual_map` ``(n, H, W)`` in the data's intensity units.
     t1_disagreement
         :func:`t1_disagreement` of PINQI's maps and the baseline's per slice ``(n,)``.
-    t1_disagreement_z
-        :func:`t1_disagreement_z` of the same per slice ``(n,)``.
     """
 
     baseline: torch.Tensor
     kspace_residual: dict[str, torch.Tensor]
     residual_maps: dict[str, torch.Tensor]
     t1_disagreement: torch.Tensor
-    t1_disagreement_z: torch.Tensor
 
 
 def residual_ratio(kspace_residual: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -130,41 +120,6 @@ def residual_map(
     )
 
 
-def _log_t1_difference(
-    model: SignalModel, params: torch.Tensor, baseline: torch.Tensor, window: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """|box(ln T1_PINQI) - box(ln T1_fit)|, the pixels with signal, the fit's local spread.
-
-    All ``(batch, 1, H, W)``: the difference of the two maps' box means over the pixels with
-    signal, those pixels (0/1) and the fit's local noise: the root mean square, over the box,
-    of the fit's ln T1 minus its own box mean at each pixel.
-    """
-    r1 = model.parameter_names.index("R1")
-    longest = model(params)[:, int(torch.argmax(model.tau))].abs()
-    level = torch.quantile(longest.flatten(1).float(), 0.99, dim=1).to(longest.dtype)
-    signal = (longest > SIGNAL_FRACTION * level[:, None, None]).to(params.dtype)[:, None]
-
-    def box(x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x, window, 1, window // 2, count_include_pad=False)
-
-    weight = box(signal).clamp(min=torch.finfo(params.dtype).tiny)
-
-    def log_t1(p: torch.Tensor) -> torch.Tensor:
-        return -torch.log(p[:, r1 : r1 + 1].clamp(*DISAGREEMENT_R1_RANGE))
-
-    def smoothed(x: torch.Tensor) -> torch.Tensor:
-        return box(x * signal) / weight
-
-    fit_log_t1 = log_t1(baseline)
-    fit_mean = smoothed(fit_log_t1)
-    spread = smoothed((fit_log_t1 - fit_mean).square()).clamp(min=0).sqrt()
-    return (smoothed(log_t1(params)) - fit_mean).abs(), signal, spread
-
-
-def _mean_over_signal(x: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
-    return (x * signal).flatten(1).sum(1) / signal.flatten(1).sum(1).clamp(min=1)
-
-
 def t1_disagreement(
     model: SignalModel,
     params: torch.Tensor,
@@ -188,30 +143,22 @@ def t1_disagreement(
     window
         Odd box width in pixels.
     """
-    difference, signal, _ = _log_t1_difference(model, params, baseline, window)
-    return _mean_over_signal(difference, signal)
+    r1 = model.parameter_names.index("R1")
+    longest = model(params)[:, int(torch.argmax(model.tau))].abs()
+    level = torch.quantile(longest.flatten(1).float(), 0.99, dim=1).to(longest.dtype)
+    signal = (longest > SIGNAL_FRACTION * level[:, None, None]).to(params.dtype)[:, None]
 
+    def box(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, window, 1, window // 2, count_include_pad=False)
 
-def t1_disagreement_z(
-    model: SignalModel,
-    params: torch.Tensor,
-    baseline: torch.Tensor,
-    window: int = DISAGREEMENT_WINDOW,
-) -> torch.Tensor:
-    """PINQI's T1 against the plain fit's in units of the fit's local precision ``(batch,)``.
+    weight = box(signal).clamp(min=torch.finfo(params.dtype).tiny)
 
-    The mean over the pixels with signal of ``|box(ln T1_PINQI) - box(ln T1_fit)| / (s /
-    window + DISAGREEMENT_FLOOR)``, with ``s`` the fit's local noise in ln T1 (the root mean
-    square over the box of ``ln T1_fit - box(ln T1_fit)``), so ``s / window`` the standard
-    error of a box mean of ``window ** 2`` pixels: the difference in standard errors (a
-    z-score), so that a difference counts where the fit itself is precise (test objects, high
-    SNR, T1 the delays constrain well) and weighs less where the fit is noisy or aliased, or
-    the anatomy varies within the box. :data:`DISAGREEMENT_FLOOR` (ln T1, 1 %) keeps uniform
-    regions from dividing by nearly zero. Other arguments as :func:`t1_disagreement`, which
-    gives the same difference in ln T1 (a percentage).
-    """
-    difference, signal, spread = _log_t1_difference(model, params, baseline, window)
-    return _mean_over_signal(difference / (spread / window + DISAGREEMENT_FLOOR), signal)
+    def smoothed_log_t1(p: torch.Tensor) -> torch.Tensor:
+        log_t1 = -torch.log(p[:, r1 : r1 + 1].clamp(*DISAGREEMENT_R1_RANGE))
+        return box(log_t1 * signal) / weight
+
+    difference = (smoothed_log_t1(params) - smoothed_log_t1(baseline)).abs() * signal
+    return difference.flatten(1).sum(1) / signal.flatten(1).sum(1).clamp(min=1)
 
 
 def check_consistency(
@@ -240,7 +187,6 @@ def check_consistency(
         },
         residual_maps={m: residual_map(model, p, acquisition, kspace) for m, p in maps.items()},
         t1_disagreement=t1_disagreement(model, params, baseline),
-        t1_disagreement_z=t1_disagreement_z(model, params, baseline),
     )
 
 
@@ -308,11 +254,6 @@ class ResidualCheck:
         The median :func:`t1_disagreement` of the calibration slices: how far PINQI's T1
         lies from the plain fit's on a typical slice of the model's own data (the target of
         scan-specific adaptation); None without a calibration of it.
-    z_limits
-        :func:`t1_disagreement_z` limit of each noise band; empty where the check does not
-        use it (cards before session 11).
-    z_median
-        The median :func:`t1_disagreement_z` of the calibration slices (None without).
     """
 
     limits: tuple[float, ...] = (RESIDUAL_RATIO_LIMIT,)
@@ -320,8 +261,6 @@ class ResidualCheck:
     false_alarm: float | None = None
     disagreement_limits: tuple[float, ...] = ()
     disagreement_median: float | None = None
-    z_limits: tuple[float, ...] = ()
-    z_median: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.limits) != len(self.noise_edges) + 1:
@@ -334,11 +273,6 @@ class ResidualCheck:
                 f"a residual check needs one T1 disagreement limit per noise band, got "
                 f"{self.disagreement_limits} for {len(self.limits)} bands"
             )
-        if self.z_limits and len(self.z_limits) != len(self.limits):
-            raise ValueError(
-                f"a residual check needs one T1 z limit per noise band, got {self.z_limits} "
-                f"for {len(self.limits)} bands"
-            )
 
     @classmethod
     def from_card(cls, check: dict) -> ResidualCheck:
@@ -350,8 +284,6 @@ class ResidualCheck:
                 check.get("false_alarm"),
                 tuple(float(v) for v in check.get("t1_disagreement_limits", ())),
                 check.get("t1_disagreement_median"),
-                tuple(float(v) for v in check.get("t1_disagreement_z_limits", ())),
-                check.get("t1_disagreement_z_median"),
             )
         return cls((float(check.get("limit", RESIDUAL_RATIO_LIMIT)),))
 
@@ -365,39 +297,20 @@ class ResidualCheck:
 
     def disagreement_limit(self, noise_sigma: torch.Tensor) -> torch.Tensor:
         """The T1 disagreement limit of each slice ``(batch,)`` (inf without one)."""
-        return self._band_limit(self.disagreement_limits, noise_sigma)
-
-    def z_limit(self, noise_sigma: torch.Tensor) -> torch.Tensor:
-        """The :func:`t1_disagreement_z` limit of each slice ``(batch,)`` (inf without one)."""
-        return self._band_limit(self.z_limits, noise_sigma)
-
-    def _band_limit(self, limits: tuple[float, ...], noise_sigma: torch.Tensor) -> torch.Tensor:
-        if not limits:
+        if not self.disagreement_limits:
             return torch.full(noise_sigma.shape, math.inf, dtype=torch.float64)
-        return torch.tensor(limits, dtype=torch.float64)[self._band(noise_sigma)]
-
-    def _z(self, disagreement_z: torch.Tensor | None) -> torch.Tensor | None:
-        if self.z_limits and disagreement_z is None:
-            raise ValueError("this model's check needs the slices' t1_disagreement_z")
-        return disagreement_z
+        limits = torch.tensor(self.disagreement_limits, dtype=torch.float64)
+        return limits[self._band(noise_sigma)]
 
     def flags(
-        self,
-        ratio: torch.Tensor,
-        disagreement: torch.Tensor,
-        noise_sigma: torch.Tensor,
-        disagreement_z: torch.Tensor | None = None,
+        self, ratio: torch.Tensor, disagreement: torch.Tensor, noise_sigma: torch.Tensor
     ) -> torch.Tensor:
-        """Which slices the check flags ``(batch,)`` bool: any statistic above its limit.
+        """Which slices the check flags ``(batch,)`` bool: either statistic above its limit.
 
-        ``disagreement_z`` (:func:`t1_disagreement_z`) is needed where the check has
-        :attr:`z_limits`. A NaN statistic counts as above.
+        A NaN statistic counts as above.
         """
-        flagged = _above(ratio, self.limit(noise_sigma))
-        flagged |= _above(disagreement, self.disagreement_limit(noise_sigma))
-        if (z := self._z(disagreement_z)) is not None:
-            flagged |= _above(z, self.z_limit(noise_sigma))
-        return flagged
+        above_ratio = _above(ratio, self.limit(noise_sigma))
+        return above_ratio | _above(disagreement, self.disagreement_limit(noise_sigma))
 
     def warn(
         self,
@@ -405,7 +318,6 @@ class ResidualCheck:
         disagreement: torch.Tensor,
         noise_sigma: torch.Tensor,
         what: str = "slice",
-        disagreement_z: torch.Tensor | None = None,
     ) -> list[int]:
         """:func:`warn_if_inconsistent` with this check's limits; the flagged indices."""
         return warn_if_inconsistent(
@@ -415,8 +327,6 @@ class ResidualCheck:
             disagreement,
             self.disagreement_limit(noise_sigma),
             stacklevel=3,
-            disagreement_z=self._z(disagreement_z),
-            z_limit=self.z_limit(noise_sigma),
         )
 
 
@@ -453,15 +363,12 @@ def warn_if_inconsistent(
     disagreement: torch.Tensor | None = None,
     disagreement_limit: torch.Tensor | None = None,
     stacklevel: int = 2,
-    disagreement_z: torch.Tensor | None = None,
-    z_limit: torch.Tensor | None = None,
 ) -> list[int]:
     """Warn about the slices that fail the data check; return their indices.
 
     A slice fails where its residual ratio exceeds ``limit`` (one number or one per slice,
     :meth:`ResidualCheck.limit`) or, when given, its :func:`t1_disagreement` exceeds
-    ``disagreement_limit`` or its :func:`t1_disagreement_z` exceeds ``z_limit`` (per slice,
-    :meth:`ResidualCheck.disagreement_limit`, :meth:`ResidualCheck.z_limit`). The warning
+    ``disagreement_limit`` (per slice, :meth:`ResidualCheck.disagreement_limit`). The warning
     is one line with rounded numbers and says what to do; ``stacklevel`` as in
     :func:`warnings.warn` (2: the caller of this function).
     """
@@ -471,11 +378,7 @@ def warn_if_inconsistent(
     if disagreement is not None and disagreement_limit is not None:
         t1_limits = torch.as_tensor(disagreement_limit, dtype=torch.float64).expand(ratio.shape)
         t1_bad = _above(disagreement, t1_limits).tolist()
-    z_bad = [False] * len(ratio_bad)
-    if disagreement_z is not None and z_limit is not None:
-        z_limits = torch.as_tensor(z_limit, dtype=torch.float64).expand(ratio.shape)
-        z_bad = _above(disagreement_z, z_limits).tolist()
-    bad = [i for i in range(len(ratio_bad)) if ratio_bad[i] or t1_bad[i] or z_bad[i]]
+    bad = [i for i in range(len(ratio_bad)) if ratio_bad[i] or t1_bad[i]]
     if bad:
         listed = ", ".join(str(i) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
         found = []
@@ -493,17 +396,6 @@ def warn_if_inconsistent(
             found.append(
                 f"T1 {percent_apart(disagreement[worst])} apart from the fit's on average where "
                 f"the limit is {percent_apart(t1_limits[worst])}"
-            )
-        if any(z_bad):
-            worst = max(
-                (i for i in bad if z_bad[i]), key=lambda i: float(disagreement_z[i] / z_limits[i])
-            )
-            apart = (
-                f", {percent_apart(disagreement[worst])} apart" if disagreement is not None else ""
-            )
-            found.append(
-                f"T1 {float(disagreement_z[worst]):.1f} standard errors from the fit's on "
-                f"average{apart}, where the limit is {float(z_limits[worst]):.1f}"
             )
         warnings.warn(
             f"PINQI's maps disagree with the measured data or with a plain CG-SENSE + fit at "

@@ -74,9 +74,6 @@ class Reconstructions:
     t1_disagreement
         With the baseline: PINQI's T1 against the baseline's
         (:func:`~pinqi.evaluation.consistency.t1_disagreement`) ``(n,)``.
-    t1_disagreement_z
-        With the baseline: the same in standard errors of the baseline's local mean
-        (:func:`~pinqi.evaluation.consistency.t1_disagreement_z`) ``(n,)``.
     """
 
     maps: dict[str, torch.Tensor]
@@ -85,7 +82,6 @@ class Reconstructions:
     residual_maps: dict[str, torch.Tensor] = field(default_factory=dict)
     noise_sigma: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     t1_disagreement: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
-    t1_disagreement_z: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
     @property
     def residual_ratio(self) -> torch.Tensor:
@@ -238,7 +234,7 @@ def reconstruct_all(
     generator = torch.Generator().manual_seed(0)
     residuals: dict[str, list[torch.Tensor]] = {m: [] for m in names} if baseline else {}
     residual_maps: dict[str, list[torch.Tensor]] = {m: [] for m in METHODS} if baseline else {}
-    noise_sigma, disagreement, disagreement_z = [], [], []
+    noise_sigma, disagreement = [], []
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     bar = tqdm(total=len(dataset), unit="sample", disable=not progress)
     with bar, torch.no_grad(), warnings.catch_warnings():
@@ -259,7 +255,6 @@ def reconstruct_all(
                     residual_maps[method].append(check.residual_maps[method].cpu())
                     residuals[method].append(check.kspace_residual[method].cpu())
                 disagreement.append(check.t1_disagreement.cpu())
-                disagreement_z.append(check.t1_disagreement_z.cpu())
                 seconds["baseline"] += _clock(device) - done
             for method in references:
                 done = _clock(device)
@@ -285,7 +280,6 @@ def reconstruct_all(
         {name: torch.cat(r) for name, r in residual_maps.items()},
         torch.cat(noise_sigma),
         torch.cat(disagreement) if disagreement else torch.zeros(0),
-        torch.cat(disagreement_z) if disagreement_z else torch.zeros(0),
     )
 
 
@@ -367,9 +361,7 @@ def evaluate(
     summary = summarise(rows)
     check = load_residual_check(checkpoint)
     ratio, disagreement = result.residual_ratio, result.t1_disagreement
-    flagged = check.warn(
-        ratio, disagreement, result.noise_sigma, "sample", result.t1_disagreement_z
-    )
+    flagged = check.warn(ratio, disagreement, result.noise_sigma, "sample")
     (out / "summary.md").write_text(
         f"Checkpoint: {checkpoint}\nData: {data} ({len(dataset)} samples)\n\n{summary}\n\n"
         "Errors over the brain-mask pixels. nRMSE = ||x - x_true|| / ||x_true||; MAE = mean "
@@ -503,17 +495,8 @@ def reconstruct(
             f"the fit's by {percent_apart(disagreement.median())} (median), up to "
             f"{percent_apart(disagreement.max())}"
         )
-        disagreement_z = result.t1_disagreement_z
-        flagged = limits.warn(ratio, disagreement, result.noise_sigma, "slice", disagreement_z)
-        verdict = DataCheck(
-            limit,
-            ratio.clone(),
-            flagged,
-            t1_limit,
-            disagreement.clone(),
-            limits.z_limit(result.noise_sigma),
-            disagreement_z.clone(),
-        )
+        flagged = limits.warn(ratio, disagreement, result.noise_sigma)
+        verdict = DataCheck(limit, ratio.clone(), flagged, t1_limit, disagreement.clone())
         if adapt is not None:
             target = limits.disagreement_median
             verdict.adaptations.update(
@@ -540,11 +523,6 @@ class DataCheck:
         The model's T1 disagreement limit for each slice ``(n,)`` (inf without one).
     disagreement_unadapted
         The T1 disagreement of the unadapted model's maps ``(n,)``.
-    z_limit
-        The model's limit of the T1 disagreement in standard errors for each slice ``(n,)``
-        (inf without one).
-    z_unadapted
-        The T1 disagreement in standard errors of the unadapted model's maps ``(n,)``.
     adaptations
         Slice -> :class:`~pinqi.evaluation.adaptation.Adaptation`, for the adapted slices.
     """
@@ -554,8 +532,6 @@ class DataCheck:
     flagged: list[int]
     disagreement_limit: torch.Tensor
     disagreement_unadapted: torch.Tensor
-    z_limit: torch.Tensor
-    z_unadapted: torch.Tensor
     adaptations: dict[int, Adaptation] = field(default_factory=dict)
 
 
@@ -590,7 +566,6 @@ def adapt_slices(
         result.kspace_residual["PINQI"][i] = adapted.kspace_residual[0].cpu()
         result.residual_maps["PINQI"][i] = adapted.residual_map[0].cpu()
         result.t1_disagreement[i] = adapted.t1_disagreement[0].cpu()
-        result.t1_disagreement_z[i] = adapted.t1_disagreement_z[0].cpu()
     if reports:
         seconds = sum(r.seconds for r in reports.values())
         print(
@@ -641,8 +616,6 @@ def _write_reconstruction(
             f["residual_limit"] = verdict.limit.numpy()
             f["t1_disagreement"] = result.t1_disagreement.numpy()
             f["t1_disagreement_limit"] = verdict.disagreement_limit.numpy()
-            f["t1_disagreement_z"] = result.t1_disagreement_z.numpy()
-            f["t1_disagreement_z_limit"] = verdict.z_limit.numpy()
             n = len(params)
             f["out_of_distribution"] = np.isin(np.arange(n), verdict.flagged)
             f["residual_ratio_unadapted"] = verdict.ratio_unadapted.numpy()
@@ -690,25 +663,22 @@ def _reconstruction_summary(
     ratio, apart = result.residual_ratio, result.t1_disagreement
     lines += [
         "| slice | median T1 (s) | noise sigma (est.) | residual ratio | limit | "
-        "T1 apart from fit | limit | in standard errors | limit | flagged | adapted |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "T1 apart from fit | limit | flagged | adapted |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for i in range(len(t1)):
         flag = "**yes**" if i in verdict.flagged else "no"
         adapted = verdict.adaptations.get(i)
         ratios = f"{float(verdict.ratio_unadapted[i]):.2f}"
         aparts = percent_apart(verdict.disagreement_unadapted[i])
-        z = f"{float(verdict.z_unadapted[i]):.1f}"
         if adapted is not None:
             ratios += f" -> {float(ratio[i]):.2f}"
             aparts += f" -> {percent_apart(apart[i])}"
-            z += f" -> {float(result.t1_disagreement_z[i]):.1f}"
-        t1_limit, z_limit = verdict.disagreement_limit[i], verdict.z_limit[i]
+        t1_limit = verdict.disagreement_limit[i]
         lines.append(
             f"| {i} | {float(t1[i].median()):.3g} | {float(result.noise_sigma[i]):.2g} | "
             f"{ratios} | {float(verdict.limit[i]):.2f} | {aparts} | "
-            f"{percent_apart(t1_limit) if torch.isfinite(t1_limit) else '-'} | {z} | "
-            f"{f'{float(z_limit):.1f}' if torch.isfinite(z_limit) else '-'} | {flag} | "
+            f"{percent_apart(t1_limit) if torch.isfinite(t1_limit) else '-'} | {flag} | "
             + (f"{adapted.steps} steps, {adapted.seconds:.0f} s |" if adapted else "no |")
         )
     lines += [
@@ -716,9 +686,7 @@ def _reconstruction_summary(
         "residual ratio = ||A q(p) - k|| of PINQI's maps over that of a plain CG-SENSE + fit "
         "of the same k-space; T1 apart from fit = the mean difference of PINQI's T1 from the "
         "fit's, both averaged over 5 x 5 pixels (the fit's noise averages out, a bias of the "
-        "learned prior does not); in standard errors = that difference over the standard "
-        "error of the fit's 5 x 5 mean (a difference where the fit is precise counts more). "
-        "A slice is flagged where any of them exceeds the model's limit "
+        "learned prior does not). A slice is flagged where either exceeds the model's limit "
         "for the slice's noise level (calibrated together on validation slices of the model's "
         "training data, see the model card). Flagged maps may be wrong: reconstruct with "
         "--adapt, or compare "
