@@ -7,13 +7,16 @@
 #      itself ended at its 10,000 steps), copying the checkpoint into $OUT every minute, so that
 #      a call killed at its limit still brings back the last one.
 #
-# Prepare on the development machine (the device copy has no git history and no ../shared):
-#   git archive 47221dd | (mkdir -p runs/baseline-src && tar -x -C runs/baseline-src)
-#   mkdir -p runs/brainweb-data && cp ../shared/data/brainweb/*.mnc.gz runs/brainweb-data/
-#   a later session: mkdir -p runs/brainweb-longer/checkpoints runs/brainweb-longer/logs and copy
-#   the last call's docs/results/brainweb-longer/{last.ckpt,metrics.csv} there
+# Prepare on the development machine (the device copy has no git history and no ../shared;
+# carried paths may hold 64 MiB in all, so: the old code without its weights, 0.6 MB; the 15
+# training and validation subjects only, 46 MiB; the run's checkpoint travels as a tracked
+# file, docs/results/brainweb-longer/last.ckpt, and is put in place below):
+#   git archive 47221dd src configs pyproject.toml ':(exclude)src/pinqi/weights' \
+#     | (mkdir -p runs/baseline-src && tar -x -C runs/baseline-src)
+#   mkdir -p runs/brainweb-data && for s in 05 38 41 42 43 44 45 46 47 48 50 51 52 53 54; do
+#     cp ../shared/data/brainweb/subject${s}_crisp_v.mnc.gz runs/brainweb-data/; done
 # then call the device tool with
-#   carry: ["runs/baseline-src", "runs/brainweb-data", "runs/brainweb-longer"]
+#   carry: ["runs/baseline-src", "runs/brainweb-data"]
 #   command: bash benchmarks/gpu_session.sh 480        (seconds of training after the benchmark)
 #   timeout_s: 600
 # and bring back $OUT/last.ckpt and $OUT/metrics.csv into docs/results/brainweb-longer/.
@@ -25,6 +28,11 @@ pip install --quiet -e . >/dev/null 2>&1 || true
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$out/device.txt" 2>&1
 timeout 240 python benchmarks/gpu_step.py --baseline-src runs/baseline-src --skip-methods \
   --repeats 3 > "$out/gpu_step.txt" 2>&1
+if [ -f docs/results/brainweb-longer/last.ckpt ] && [ ! -f runs/brainweb-longer/checkpoints/last.ckpt ]; then
+  mkdir -p runs/brainweb-longer/checkpoints runs/brainweb-longer/logs
+  cp docs/results/brainweb-longer/last.ckpt runs/brainweb-longer/checkpoints/
+  cp docs/results/brainweb-longer/metrics.csv runs/brainweb-longer/logs/
+fi
 timeout --signal=INT "$train_seconds" pinqi train --config configs/brainweb-long.yaml \
   --out runs/brainweb-longer --resume auto --init default --set optim.max_steps=75000 \
   --set optim.pretrain_epochs=0 \
