@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from pinqi.evaluation.calibration import calibrate_residual_check
-from pinqi.training.checkpoints import load_model, package_commit
+from pinqi.training.checkpoints import load_model, package_commit, read_checkpoint
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
         "--splits", default="val", help="splits the slices are drawn from: val or val,train"
     )
     args = parser.parse_args()
-    state = torch.load(args.model, map_location="cpu", weights_only=False)
+    state = read_checkpoint(args.model)
     if "card" not in state:
         raise SystemExit(f"{args.model} is not an exported model (no card)")
     model, config = load_model(args.model)

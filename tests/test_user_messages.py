@@ -1,5 +1,8 @@
 """Bad files and names, as users meet them: one line that says what is wrong (issue 19)."""
 
+import io
+import pickle
+
 import pytest
 import torch
 
@@ -25,11 +28,41 @@ def run_reconstruct(tmp_path, checkpoint, data):
     return message
 
 
-def test_a_corrupt_checkpoint_is_one_line(tmp_path):
+@pytest.mark.parametrize(
+    "content",
+    [b"not a checkpoint at all", b"garbage\n", b"", b"PK\x03\x04 not a zip", bytes(range(256))],
+)
+def test_a_corrupt_checkpoint_is_one_line(tmp_path, content):
     corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(b"not a checkpoint at all")
+    corrupt.write_bytes(content)
     message = run_reconstruct(tmp_path, corrupt, tmp_path / "data.h5")
     assert "corrupt.pt is not a readable checkpoint" in message
+
+
+class _OpensAFile:
+    """Unpickled without restrictions, it creates ``path``: code run by reading a file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+@pytest.mark.parametrize("save", [pickle.dumps, lambda value: _torch_bytes(value)])
+def test_a_checkpoint_cannot_run_code_when_read(tmp_path, save):
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile.pt"
+    hostile.write_bytes(save({"state_dict": _OpensAFile(marker)}))
+    message = run_reconstruct(tmp_path, hostile, tmp_path / "data.h5")
+    assert "hostile.pt is not a readable checkpoint" in message
+    assert not marker.exists()
+
+
+def _torch_bytes(value) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
 
 
 def test_a_file_of_other_content_is_no_model(tmp_path):

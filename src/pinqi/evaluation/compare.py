@@ -242,7 +242,7 @@ def _run_method(
 ) -> dict:
     """Train (or resume) one method, evaluate it on its test set, store its result."""
     from pinqi.evaluation.evaluate import reconstruct_all
-    from pinqi.training.checkpoints import load_model, samples_trained
+    from pinqi.training.checkpoints import load_model, read_checkpoint, samples_trained
 
     folder = out / entry.name
     last = _train_method(entry, comparison, out, overrides)
@@ -261,9 +261,7 @@ def _run_method(
         train_minutes=clock["seconds"] / 60,
         trained_on=" + ".join(clock["devices"]),
         inference_seconds_per_slice=result.seconds["PINQI"] / len(dataset),
-        training_samples=samples_trained(
-            torch.load(last, map_location="cpu", weights_only=False), config.optim.batch_size
-        ),
+        training_samples=samples_trained(read_checkpoint(last), config.optim.batch_size),
     )
     (folder / "result.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -416,12 +416,11 @@ def percent_apart(log_difference: float | torch.Tensor) -> str:
 
 def _card_check(checkpoint: str | Path) -> dict:
     """The ``residual_check`` of a model's card (empty for checkpoints without a card)."""
-    from pinqi.training.checkpoints import SHIPPED_MODELS, shipped_model_path
+    from pinqi.training.checkpoints import SHIPPED_MODELS, read_checkpoint, shipped_model_path
 
     name = str(checkpoint)
     path = shipped_model_path(name) if name in SHIPPED_MODELS else Path(checkpoint)
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return state.get("card", {}).get("residual_check", {}) if isinstance(state, dict) else {}
+    return read_checkpoint(path).get("card", {}).get("residual_check", {})
 
 
 def load_residual_check(checkpoint: str | Path) -> ResidualCheck:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from importlib import resources
 from pathlib import Path
 
@@ -43,6 +42,27 @@ def default_model_path() -> Path:
     return shipped_model_path(DEFAULT_MODEL)
 
 
+def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
+    """The contents of a checkpoint or exported model file, read without running its code.
+
+    Tensors, containers and plain values only (``torch.load(..., weights_only=True)``): a
+    file from elsewhere cannot execute code when it is read. Any file that is not such a
+    dictionary (corrupt, truncated, another format, other objects) raises ``ValueError`` with
+    one line naming it.
+    """
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch.load fails on foreign bytes with many error types
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: {first[:120]}); "
+            "give a .ckpt of pinqi train, a file of pinqi export or a shipped model name"
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is neither a pinqi Lightning checkpoint nor an exported model")
+    return state
+
+
 def load_model(
     checkpoint: str | Path, map_location: str = "cpu"
 ) -> tuple[nn.Module, ExperimentConfig]:
@@ -66,16 +86,7 @@ def load_model(
                 f"{', '.join(SHIPPED_MODELS)}; or give the path of a checkpoint"
             )
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ValueError(
-            f"{path} is not a readable checkpoint ({type(error).__name__}: {first[:120]}); "
-            "give a .ckpt of pinqi train, a file of pinqi export or a shipped model name"
-        ) from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is neither a pinqi Lightning checkpoint nor an exported model")
+    state = read_checkpoint(path, map_location)
     if "hyper_parameters" in state:  # Lightning checkpoint
         config = ExperimentConfig.from_dict(state["hyper_parameters"]["config"])
         weights = {
@@ -155,7 +166,7 @@ def model_card(checkpoint: str | Path, notes: str = "") -> dict:
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = read_checkpoint(checkpoint)
     if "hyper_parameters" not in state:
         raise ValueError(
             f"{checkpoint} is not a training checkpoint (an exported model file?); export "

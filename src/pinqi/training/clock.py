@@ -8,6 +8,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from pinqi.training.checkpoints import read_checkpoint
+
 
 def device_name(device: torch.device) -> str:
     """A readable name of ``device``: the GPU's model, or the CPU and its thread count."""
@@ -59,5 +61,5 @@ class TrainingClock(L.Callback):
 
 def training_clock(checkpoint: str | Path) -> dict | None:
     """``{"seconds", "devices"}`` recorded in a Lightning checkpoint (None: not recorded)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = read_checkpoint(checkpoint)
     return state.get("callbacks", {}).get(TrainingClock.__qualname__)

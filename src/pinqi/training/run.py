@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from pinqi.config import ExperimentConfig, OptimConfig
+from pinqi.training.checkpoints import read_checkpoint
 from pinqi.training.clock import TrainingClock
 from pinqi.training.module import PINQITask, SimulatedDataModule
 
@@ -142,7 +142,7 @@ def train(
     if checkpoint is None:
         Path(logger.log_dir, "metrics.csv").unlink(missing_ok=True)
     else:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = read_checkpoint(checkpoint)
         # the log counts batches, skipped ones included; global_step counts updates only
         batches = int(state["global_step"]) + int(state.get("skipped_steps", 0))
         _truncate_log(Path(logger.log_dir) / "metrics.csv", batches)
