@@ -213,7 +213,7 @@ def test_h5_dataset_errors(tmp_path):
         H5Dataset(tmp_path / "none.h5")
     with h5py.File(tmp_path / "partial.h5", "w") as f:
         f["kspace"] = np.zeros((1, 2))
-    with pytest.raises(KeyError, match="lacks"):
+    with pytest.raises(ValueError, match=r"lacks the datasets \['mask', "):
         H5Dataset(tmp_path / "partial.h5")
 
 

@@ -48,7 +48,7 @@ def test_validation_curve_counts_samples_by_batch(tmp_path):
     write_run(tmp_path / "run", [(9, 0.4), (19, 0.3)], batch_size=4)
     samples, errors = validation_curve(tmp_path / "run" / "logs" / "metrics.csv", 4)
     assert samples == [40, 80] and errors == [0.4, 0.3]
-    with pytest.raises(KeyError, match="val_t1_nrmse_csf"):
+    with pytest.raises(ValueError, match="val_t1_nrmse_csf"):
         validation_curve(tmp_path / "run" / "logs" / "metrics.csv", 4, "val_t1_nrmse_csf")
 
 

@@ -3,6 +3,8 @@
 import io
 import pickle
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -84,6 +86,56 @@ def test_data_that_is_not_hdf5_is_named(tmp_path):
     message = run_reconstruct(tmp_path, "default", series)
     assert "series.nii.gz is not an HDF5 data set" in message
     assert "pinqi undersample" in message
+
+
+def _one_line_error(arguments: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    message = str(exit_info.value.code)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+def _damaged_data_files(folder) -> dict[str, str]:
+    """File name -> the message part expected for it: HDF5 files that are not pinqi's data."""
+    main(["simulate", "--out", str(folder / "good.h5"), "--n-samples", "1", "--size", "32",
+          "--quiet"])  # fmt: skip
+    good = (folder / "good.h5").read_bytes()
+    (folder / "truncated.h5").write_bytes(good[: len(good) // 3])
+    with h5py.File(folder / "no_coils.h5", "w") as f:
+        for name in ("kspace", "mask", "tau"):
+            f[name] = np.zeros(2)
+    with h5py.File(folder / "no_config.h5", "w") as f:
+        with h5py.File(folder / "good.h5") as source:
+            for name in ("kspace", "mask", "coil_maps", "tau"):
+                source.copy(name, f)
+    (folder / "series.nii.gz").write_bytes(b"\x1f\x8b not HDF5")
+    return {
+        "truncated.h5": "truncated.h5 is a damaged or truncated HDF5 file",
+        "no_coils.h5": "no_coils.h5 lacks the datasets ['coil_maps']",
+        "no_config.h5": "no_config.h5 lacks the attribute 'config'",
+        "series.nii.gz": "series.nii.gz is not an HDF5 data set",
+    }
+
+
+def test_damaged_or_foreign_data_files_are_one_line_for_every_reader(tmp_path):
+    expected = _damaged_data_files(tmp_path)
+    for name, part in expected.items():
+        data = str(tmp_path / name)
+        message = _one_line_error(["reconstruct", "--data", data, "--out", str(tmp_path / "r")])
+        assert part in message, message
+        if name != "no_config.h5":  # the plain fit reads no simulation settings
+            message = _one_line_error(["fit", "--data", data, "--out", str(tmp_path / "f")])
+            assert part in message, message
+    # ISMRMRD raw data is another kind of HDF5 file: pinqi's own data is not it
+    message = _one_line_error(
+        ["import-ismrmrd", "--raw", str(tmp_path / "good.h5"), "--out", str(tmp_path / "i.h5")]
+    )
+    assert "good.h5 lacks the datasets ['dataset/xml', 'dataset/data'] (ISMRMRD" in message
+    message = _one_line_error(
+        ["import-ismrmrd", "--raw", str(tmp_path / "truncated.h5"), "--out", str(tmp_path / "i")]
+    )
+    assert "damaged or truncated" in message
 
 
 def test_a_delay_list_starting_with_a_minus_reaches_the_delay_check(tmp_path):

@@ -24,6 +24,7 @@ from pinqi.data.phantom import PHANTOM_SPACING, phantom_labels, uniform_object_l
 from pinqi.data.simulation import ORIENTATION_AXES, SimulationConfig, simulate
 from pinqi.data.strips import readout_strip, strip_start
 from pinqi.io.grid import SourceGrid
+from pinqi.io.hdf5 import open_data_file
 from pinqi.io.nifti import simulation_grid
 from pinqi.io.staging import staged_file
 
@@ -393,18 +394,12 @@ class H5Dataset(torch.utils.data.Dataset):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"HDF5 data set not found: {self.path}")
-        if not h5py.is_hdf5(self.path):
-            raise ValueError(
-                f"{self.path} is not an HDF5 data set (the files of pinqi simulate, undersample "
-                "and import-ismrmrd); for image series (NIfTI, DICOM) use pinqi undersample or "
-                "pinqi fit --images"
-            )
-        with h5py.File(self.path, "r") as f:
-            missing = [k for k in REQUIRED_FIELDS if k not in f]
-            if missing:
-                raise KeyError(f"{self.path} lacks the datasets {missing}")
+        with open_data_file(self.path, REQUIRED_FIELDS) as f:
+            if "config" not in f.attrs:
+                raise ValueError(
+                    f"{self.path} lacks the attribute 'config' (the simulation settings that "
+                    "pinqi simulate, undersample and import-ismrmrd write)"
+                )
             self.n_samples = f["kspace"].shape[0]
             self.tau = torch.from_numpy(f["tau"][()])
             self.config = SimulationConfig.from_json(f.attrs["config"])

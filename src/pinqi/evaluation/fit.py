@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from pinqi.evaluation.signal_check import SignalModelWarning, kspace_signal_problems
+from pinqi.io.hdf5 import open_data_file
 from pinqi.physics import CartesianAcquisition, SignalModel, signal_model
 from pinqi.solvers import SolverInfo, data_consistency, signal_fit
 
@@ -118,12 +119,7 @@ def fit_file(
 
     device = resolve_device(device)
     data, out = Path(data), Path(out)
-    if not data.is_file():
-        raise FileNotFoundError(f"data file not found: {data}")
-    with h5py.File(data, "r") as f:
-        missing = [k for k in ("kspace", "mask", "coil_maps", "tau") if k not in f]
-        if missing:
-            raise KeyError(f"{data} lacks the datasets {missing}")
+    with open_data_file(data, ("kspace", "mask", "coil_maps", "tau")) as f:
         kspace = torch.from_numpy(f["kspace"][()]).to(device)
         mask = torch.from_numpy(f["mask"][()]).to(device)
         coil_maps = torch.from_numpy(f["coil_maps"][()]).to(device)

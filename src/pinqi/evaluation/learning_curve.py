@@ -56,13 +56,13 @@ def validation_curve(
 
     Raises
     ------
-    KeyError
+    ValueError
         If the log has no value of ``column``.
     """
     rows = list(csv.DictReader(open(metrics_csv)))
     points = [(int(r["step"]), float(r[column])) for r in rows if r.get(column)]
     if not points:
-        raise KeyError(f"{metrics_csv} has no values of {column!r}")
+        raise ValueError(f"{metrics_csv} has no values of {column!r}")
     return [(step + 1) * batch_size for step, _ in points], [value for _, value in points]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pinqi.io.hdf5 import open_data_file
 from pinqi.physics.fft import fft2c, ifft2c
 
 
@@ -122,12 +123,14 @@ def _read_kspace(
 
     Also returns the header's TIs (ms) and the whitening matrix applied (None without).
     """
-    import ismrmrd
-    from ismrmrd import xsd
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ISMRMRD file not found: {path}")
+    what = "ISMRMRD raw data, e.g. converted from the scanner's with siemens_to_ismrmrd"
+    open_data_file(path, (f"{group}/xml", f"{group}/data"), what).close()
+    import ismrmrd
+    from ismrmrd import xsd
+
     dataset = ismrmrd.Dataset(str(path), group, create_if_needed=False)
     try:
         header = xsd.CreateFromDocument(dataset.read_xml_header())
