@@ -57,7 +57,7 @@ def test_combine_is_exact_when_fully_sampled():
 def test_unknown_model_and_missing_file(tmp_path):
     with pytest.raises(ValueError, match="unknown signal model"):
         signal_model("spin-echo", [1.0])
-    with pytest.raises(SystemExit, match=r"^pinqi fit: data file not found"):
+    with pytest.raises(SystemExit, match=r"^pinqi fit: HDF5 data set not found"):
         main(["fit", "--data", str(tmp_path / "none.h5"), "--out", str(tmp_path)])
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pinqi.api import fit_maps
 from pinqi.cli import main
 
 
@@ -165,3 +166,46 @@ def test_help_of_every_command_names_its_inputs(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert expected in " ".join(capsys.readouterr().out.split()), command
+
+
+@pytest.mark.parametrize(
+    ("text", "override", "expected"),
+    [
+        ("model: [unclosed\n", None, "bad.yaml is not valid YAML (expected ',' or ']'"),
+        ("- a\n- b\n", None, "a config is a mapping of sections"),
+        ("data: 5\n", None, "config section 'data' must be a mapping of keys, got 5"),
+        ("{}\n", "optim.batch_size=[1", "override 'optim.batch_size=[1' is not valid YAML"),
+    ],
+)
+def test_a_bad_preset_or_override_is_one_line(tmp_path, text, override, expected):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text(text)
+    extra = ["--set", override] if override else []
+    message = _one_line_error(
+        ["train", "--config", str(preset), *extra, "--out", str(tmp_path / "run")]
+    )
+    assert expected in message, message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_comparison_file_is_one_line(tmp_path):
+    comparison = tmp_path / "compare.yaml"
+    comparison.write_text("methods: [\n")
+    message = _one_line_error(["compare", "--config", str(comparison), "--out", str(tmp_path)])
+    assert "compare.yaml is not valid YAML" in message
+    comparison.write_text("- a\n")
+    message = _one_line_error(["compare", "--config", str(comparison), "--out", str(tmp_path)])
+    assert "compare.yaml must hold a mapping" in message
+
+
+def test_a_fit_with_too_few_distinct_delays_is_refused():
+    images = np.ones((2, 4, 4), np.float32)
+    with pytest.raises(ValueError, match=r"saturation fit .* at least 2 distinct delays, got 1"):
+        fit_maps(images, [1.0, 1.0], model="saturation")
+    with pytest.raises(ValueError, match=r"inversion-ab fit has the unknowns a, b, T1"):
+        fit_maps(np.ones((2, 4, 4), np.float32), [0.1, 1.0], model="inversion-ab")
+
+
+def test_exporting_a_shipped_model_says_it_is_exported_already(tmp_path):
+    message = _one_line_error(["export", "--checkpoint", "default", "--out", str(tmp_path / "m")])
+    assert "'default' is a shipped model, exported already" in message

@@ -48,14 +48,14 @@ def _simulate(args: argparse.Namespace) -> None:
 
 def _parse_settings(items: list[str]) -> dict:
     """``KEY=VALUE`` items (values parsed as YAML) as a dict."""
-    import yaml
+    from pinqi.config import parse_yaml
 
     settings = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set {item!r} must look like key=value")
-        settings[key.strip()] = yaml.safe_load(text)
+        settings[key.strip()] = parse_yaml(text, f"--set {item!r}")
     return settings
 
 

@@ -138,6 +138,11 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, values: dict) -> ExperimentConfig:
         """Build from a (possibly partial) nested dict; unknown keys raise."""
+        if not isinstance(values, dict):
+            raise ValueError(
+                f"a config is a mapping of sections (data:, model:, optim:, method:) and "
+                f"top-level keys, got {type(values).__name__} {values!r:.60}"
+            )
         values = dict(values)
         sections = {
             "data": SimulationConfig,
@@ -146,7 +151,12 @@ class ExperimentConfig:
             "method": MethodConfig,
         }
         for name, section in sections.items():
-            values[name] = build_dataclass(section, values.get(name, {}), name)
+            value = values.get(name, {})
+            if not isinstance(value, dict | section):
+                raise ValueError(
+                    f"config section {name!r} must be a mapping of keys, got {value!r:.60}"
+                )
+            values[name] = build_dataclass(section, value, name)
         return build_dataclass(cls, values, "config")
 
     @classmethod
@@ -155,7 +165,7 @@ class ExperimentConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+        return cls.from_dict(parse_yaml(path.read_text(), str(path)) or {})
 
     def with_overrides(self, overrides: Sequence[str]) -> ExperimentConfig:
         """A copy with ``section.key=value`` overrides applied, values parsed as YAML.
@@ -176,12 +186,26 @@ class ExperimentConfig:
                 target = target[key]
             if keys[-1] not in target:
                 raise ValueError(f"override {item!r}: unknown key; known: {sorted(target)}")
-            target[keys[-1]] = yaml.safe_load(text)
+            target[keys[-1]] = parse_yaml(text, f"override {item!r}")
         return ExperimentConfig.from_dict(values)
 
     def to_yaml(self, path: str | Path) -> None:
         """Write the complete configuration as YAML."""
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def parse_yaml(text: str, source: str) -> object:
+    """``text`` parsed as YAML; invalid YAML raises one line naming ``source`` and the place.
+
+    ``source`` is what the text came from, e.g. a file path or ``"override 'a.b=[1'"``.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ValueError(f"{source} is not valid YAML ({problem}{where})") from None
 
 
 def build_dataclass(cls: type, values: dict | object, where: str) -> object:

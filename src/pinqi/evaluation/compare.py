@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
-from pinqi.config import ExperimentConfig
+from pinqi.config import ExperimentConfig, parse_yaml
 from pinqi.data.datasets import H5Dataset, SimulatedDataset, write_h5
 from pinqi.evaluation.baseline import cg_sense_fit
 from pinqi.external.bart import BART_INSTALL_HINT
@@ -104,7 +103,11 @@ class Comparison:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"comparison file not found: {path}")
-        values = yaml.safe_load(path.read_text()) or {}
+        values = parse_yaml(path.read_text(), str(path)) or {}
+        if not isinstance(values, dict):
+            raise ValueError(
+                f"{path} must hold a mapping (name:, methods:, ...), got {type(values).__name__}"
+            )
         known = {"name", "methods", "budget", "common", "references", "test", "results", "bart"}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -165,7 +168,7 @@ def _with_top_level(config: ExperimentConfig, overrides: list[str]) -> Experimen
     for item in overrides:
         key, _, value = item.partition("=")
         if "." not in key:
-            values[key.strip()] = yaml.safe_load(value)
+            values[key.strip()] = parse_yaml(value, f"override {item!r}")
         else:
             nested.append(item)
     return ExperimentConfig.from_dict(values).with_overrides(nested)

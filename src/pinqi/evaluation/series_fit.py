@@ -30,6 +30,15 @@ from pinqi.physics import SIGNAL_MODELS, signal_model
 #: Models of ``pinqi fit --images``: the signal models plus the Look-Locker correction.
 SERIES_MODELS = (*sorted(SIGNAL_MODELS), "look-locker")
 
+#: Model -> its real unknowns per voxel in a magnitude fit (T1 and the amplitudes): the least
+#: number of distinct delays that can determine them.
+UNKNOWNS = {
+    "saturation": "M0, T1",
+    "inversion": "M0, T1",
+    "inversion-ab": "a, b, T1",
+    "look-locker": "A, B, T1*",
+}
+
 #: The automatic mask keeps voxels whose |signal| at the longest delay exceeds this fraction of
 #: the 99th percentile of |signal| at the longest delay.
 AUTO_MASK_FRACTION = 0.05
@@ -146,6 +155,13 @@ def fit_series(
         raise ValueError(
             f"{series.source}: the delays are unknown; give them (tau in s; on the command "
             "line --tau)"
+        )
+    distinct = len(np.unique(series.tau))
+    unknowns = UNKNOWNS[model_name]
+    if distinct < len(unknowns.split(", ")):
+        raise ValueError(
+            f"{series.source}: a {model_name} fit has the unknowns {unknowns} per voxel and needs "
+            f"at least {len(unknowns.split(', '))} distinct delays, got {distinct}"
         )
     mask = auto_mask(series) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != series.grid:

@@ -163,6 +163,12 @@ def model_card(checkpoint: str | Path, notes: str = "") -> dict:
 
     from pinqi import __version__
 
+    if str(checkpoint) in SHIPPED_MODELS:
+        raise ValueError(
+            f"'{checkpoint}' is a shipped model, exported already (its card: "
+            f"{shipped_model_path(str(checkpoint)).with_suffix('.json')}); export needs a "
+            "Lightning checkpoint of pinqi train, e.g. RUN/checkpoints/last.ckpt"
+        )
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
