@@ -114,3 +114,16 @@ def test_fit_maps_look_locker_corrects_the_apparent_t1():
     np.testing.assert_allclose(maps["m0"], a, rtol=1e-3)
     # the uncorrected T1* (a factor 0.8 off) fails the same check
     assert np.abs(maps["t1_star"] / t1 - 1).min() > 1e-3
+
+
+def test_numpy_arrays_give_the_maps_of_tensors_and_empty_slices_are_refused(batch):
+    inputs = [batch[k][:1] for k in ("kspace", "coil_maps", "mask")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from_numpy = reconstruct_maps(*(x.numpy() for x in inputs), batch["tau"], check=False)
+        from_tensors = reconstruct_maps(*inputs, batch["tau"], check=False)
+    torch.testing.assert_close(from_numpy["t1"], from_tensors["t1"], rtol=0, atol=0)
+    empty = torch.cat([inputs[0], torch.zeros_like(inputs[0])])
+    two = [empty, *(x.expand(2, *x.shape[1:]) for x in inputs[1:])]
+    with pytest.raises(ValueError, match=r"kspace is zero everywhere in slice\(s\) \[1\]"):
+        reconstruct_maps(*two, batch["tau"])

@@ -32,9 +32,9 @@ from pinqi.training.checkpoints import DEFAULT_MODEL, load_model
 
 
 def reconstruct_maps(
-    kspace: torch.Tensor,
-    coil_maps: torch.Tensor,
-    mask: torch.Tensor,
+    kspace: torch.Tensor | np.ndarray,
+    coil_maps: torch.Tensor | np.ndarray,
+    mask: torch.Tensor | np.ndarray,
     tau: Sequence[float] | torch.Tensor,
     checkpoint: str | Path = DEFAULT_MODEL,
     signal_model: str = "saturation",
@@ -50,6 +50,7 @@ def reconstruct_maps(
     kspace
         Complex ``(batch, n_tau, n_coils, H, W)``, zero where not sampled; intensities
         normalised as in training (e.g. by :func:`pinqi.data.undersample.intensity_scale`).
+        Each of ``kspace``, ``coil_maps`` and ``mask`` may be a tensor or a NumPy array.
     coil_maps
         Complex ``(batch, n_coils, H, W)``.
     mask
@@ -86,6 +87,13 @@ def reconstruct_maps(
     """
     if adapt is not None and not check:
         raise ValueError("adapt needs check=True: only slices the data check flags are adapted")
+    kspace, coil_maps, mask = (
+        torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in (kspace, coil_maps, mask)
+    )
+    if isinstance(kspace, torch.Tensor) and kspace.ndim > 1:
+        empty = torch.nonzero(~kspace.flatten(1).ne(0).any(1)).flatten().tolist()
+        if empty:
+            raise ValueError(f"kspace is zero everywhere in slice(s) {empty[:10]}")
     device = resolve_device(device)
     model, trained = load_model(checkpoint, map_location=str(device))
     tau = torch.as_tensor(tau, dtype=torch.float64).reshape(-1)
