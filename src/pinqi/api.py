@@ -91,7 +91,7 @@ def reconstruct_maps(
         torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in (kspace, coil_maps, mask)
     )
     if isinstance(kspace, torch.Tensor) and kspace.ndim > 1:
-        empty = torch.nonzero(~kspace.flatten(1).ne(0).any(1)).flatten().tolist()
+        empty = torch.nonzero(kspace.flatten(1).eq(0).all(1)).flatten().tolist()
         if empty:
             raise ValueError(f"kspace is zero everywhere in slice(s) {empty[:10]}")
     device = resolve_device(device)

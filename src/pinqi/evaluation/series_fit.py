@@ -33,10 +33,10 @@ SERIES_MODELS = (*sorted(SIGNAL_MODELS), "look-locker")
 #: Model -> its real unknowns per voxel in a magnitude fit (T1 and the amplitudes): the least
 #: number of distinct delays that can determine them.
 UNKNOWNS = {
-    "saturation": "M0, T1",
-    "inversion": "M0, T1",
-    "inversion-ab": "a, b, T1",
-    "look-locker": "A, B, T1*",
+    "saturation": ("M0", "T1"),
+    "inversion": ("M0", "T1"),
+    "inversion-ab": ("a", "b", "T1"),
+    "look-locker": ("A", "B", "T1*"),
 }
 
 #: The automatic mask keeps voxels whose |signal| at the longest delay exceeds this fraction of
@@ -158,10 +158,10 @@ def fit_series(
         )
     distinct = len(np.unique(series.tau))
     unknowns = UNKNOWNS[model_name]
-    if distinct < len(unknowns.split(", ")):
+    if distinct < len(unknowns):
         raise ValueError(
-            f"{series.source}: a {model_name} fit has the unknowns {unknowns} per voxel and needs "
-            f"at least {len(unknowns.split(', '))} distinct delays, got {distinct}"
+            f"{series.source}: a {model_name} fit has the unknowns {', '.join(unknowns)} per "
+            f"voxel and needs at least {len(unknowns)} distinct delays, got {distinct}"
         )
     mask = auto_mask(series) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != series.grid:
